@@ -1,0 +1,43 @@
+# Two commands take a fresh clone to a verified file: `make up` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv up test unit migrate contracts contracts-check bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Run the whole stack locally (moto, Postgres, dev chain, dev IPFS node, API, workers) until Ctrl-C.
+up: venv
+	$(PY) -m devstack up
+
+## The whole test suite: unit tests, then integration tests against real local services.
+test: venv
+	$(PY) -m pytest tests
+
+unit: venv
+	$(PY) -m pytest tests/unit
+
+## Apply the SQL migrations to DATABASE_URL.
+migrate: venv
+	$(PY) -m chalicelib.db.migrate
+
+## Rebuild the registry contracts with solcjs; `contracts-check` fails when the committed artefacts differ.
+contracts:
+	cd infra/contracts && npm ci --no-audit --no-fund --silent && node build.mjs
+
+contracts-check:
+	cd infra/contracts && npm ci --no-audit --no-fund --silent && node build.mjs --check
+
+bench: venv
+	$(PY) -m tests.bench.bench_pipeline
+
+clean:
+	rm -rf $(VENV) .stack

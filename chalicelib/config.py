@@ -1,0 +1,117 @@
+"""Every setting of the service, read from the environment in this one place.
+
+Lambda gets these from the Chalice stage (`.chalice/config.json`), the local stack from the
+process environment it builds. Nothing else in the project reads `os.environ` for settings.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Mapping
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+
+def _bool(value: str | None, default: bool = False) -> bool:
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(value: str | None, default: int | None) -> int | None:
+    if value is None or value.strip() == "":
+        return default
+    return int(value)
+
+
+def _float(value: str | None, default: float) -> float:
+    if value is None or value.strip() == "":
+        return default
+    return float(value)
+
+
+def _str(value: str | None) -> str | None:
+    return value if value else None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed view of the environment. See the configuration table in the README."""
+
+    # Storage and queues. No QUEUE_URL means "no queue configured": the job endpoints verify
+    # in the request (sync mode), as the original did without Redis.
+    database_url: str | None = None
+    upload_bucket: str | None = None
+    uploads_prefix: str = "uploads/"
+    queue_url: str | None = None
+    dead_letter_queue_url: str | None = None
+    queue_name: str = "internetid-verification"
+    dead_letter_queue_name: str = "internetid-verification-dlq"
+    database_pool_max: int = 4
+
+    # Chain and manifests.
+    rpc_url: str | None = None
+    ipfs_gateway: str = "https://ipfs.io"
+    allow_private_networks: bool = False
+    registry_start_block: int | None = None
+    log_scan_lookback_blocks: int = 1_000_000
+    log_scan_block_range: int = 10_000
+    http_timeout_seconds: float = 10.0
+    manifest_max_bytes: int = MIB
+
+    # API.
+    api_key: str | None = None
+    max_inline_upload_bytes: int = 4 * MIB
+    max_upload_bytes: int = GIB
+    upload_url_expiry_seconds: int = 900
+
+    # Retries and retention.
+    max_retry_attempts: int = 3
+    retry_base_seconds: float = 5.0
+    stuck_queued_seconds: int = 300
+    completed_retention_days: float = 7.0
+    failed_retention_days: float = 30.0
+
+    @property
+    def queue_configured(self) -> bool:
+        return bool(self.queue_url)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from a mapping (the process environment by default)."""
+    env = os.environ if environ is None else environ
+    d = Settings()
+    return Settings(
+        database_url=_str(env.get("DATABASE_URL")),
+        upload_bucket=_str(env.get("UPLOAD_BUCKET")),
+        uploads_prefix=env.get("UPLOADS_PREFIX") or d.uploads_prefix,
+        queue_url=_str(env.get("QUEUE_URL")),
+        dead_letter_queue_url=_str(env.get("DEAD_LETTER_QUEUE_URL")),
+        queue_name=env.get("QUEUE_NAME") or d.queue_name,
+        dead_letter_queue_name=env.get("DEAD_LETTER_QUEUE_NAME") or d.dead_letter_queue_name,
+        database_pool_max=_int(env.get("DATABASE_POOL_MAX"), d.database_pool_max),
+        rpc_url=_str(env.get("RPC_URL")),
+        ipfs_gateway=(env.get("IPFS_GATEWAY") or d.ipfs_gateway).rstrip("/"),
+        allow_private_networks=_bool(env.get("ALLOW_PRIVATE_NETWORKS")),
+        registry_start_block=_int(env.get("REGISTRY_START_BLOCK"), None),
+        log_scan_lookback_blocks=_int(env.get("LOG_SCAN_LOOKBACK_BLOCKS"), d.log_scan_lookback_blocks),
+        log_scan_block_range=_int(env.get("LOG_SCAN_BLOCK_RANGE"), d.log_scan_block_range),
+        http_timeout_seconds=_float(env.get("HTTP_TIMEOUT_SECONDS"), d.http_timeout_seconds),
+        api_key=_str(env.get("API_KEY")),
+        max_inline_upload_bytes=_int(env.get("MAX_INLINE_UPLOAD_BYTES"), d.max_inline_upload_bytes),
+        max_upload_bytes=_int(env.get("MAX_UPLOAD_BYTES"), d.max_upload_bytes),
+        upload_url_expiry_seconds=_int(env.get("UPLOAD_URL_EXPIRY_SECONDS"), d.upload_url_expiry_seconds),
+        max_retry_attempts=_int(env.get("MAX_RETRY_ATTEMPTS"), d.max_retry_attempts),
+        retry_base_seconds=_float(env.get("RETRY_BASE_SECONDS"), d.retry_base_seconds),
+        stuck_queued_seconds=_int(env.get("STUCK_QUEUED_SECONDS"), d.stuck_queued_seconds),
+        completed_retention_days=_float(env.get("COMPLETED_RETENTION_DAYS"), d.completed_retention_days),
+        failed_retention_days=_float(env.get("FAILED_RETENTION_DAYS"), d.failed_retention_days),
+    )
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The process-wide settings, read once (a Lambda container keeps them for its life)."""
+    return load_settings()

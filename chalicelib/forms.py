@@ -1,0 +1,264 @@
+"""Parsing and validating what clients send, with the 4xx answers of the HTTP contract.
+
+Handlers hand over the raw pieces of a request (headers, body, query); everything that can be
+wrong with them is caught here, so that nothing downstream sees unvalidated input.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import multipart
+
+from chalicelib.config import Settings
+from chalicelib.errors import ApiError, JobError
+from chalicelib.verification.netguard import check_url
+
+ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
+HASH_RE = re.compile(r"^0x[0-9a-fA-F]{64}$")
+# CIDv0 (base58btc multihash) or CIDv1 in base32 / base36, then an optional path.
+IPFS_URI_RE = re.compile(r"^ipfs://(Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{40,}|k[0-9a-z]{40,})(/[^\s?#]*)?$")
+MAX_URI_LENGTH = 2048
+JOB_TYPES = ("verify", "proof")
+JOB_STATUSES = ("awaiting_upload", "queued", "processing", "completed", "failed")
+ALLOWED_CONTENT_TYPES = frozenset({
+    "image/jpeg", "image/png", "image/gif", "image/webp", "image/svg+xml",
+    "video/mp4", "video/webm", "video/quicktime", "video/x-msvideo",
+    "audio/mpeg", "audio/wav", "audio/ogg",
+    "application/pdf", "text/plain", "application/json", "application/octet-stream",
+})
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to check a file against: the same three inputs for every kind of submission."""
+
+    registry_address: str
+    manifest_uri: str
+    rpc_url: str | None
+
+
+@dataclass(frozen=True)
+class InlineFile:
+    data: bytes
+    file_name: str | None
+    content_type: str
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A verify/proof request: a target and either an inline file or a client-computed hash."""
+
+    target: Target
+    file: InlineFile | None = None
+    content_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class UploadRequest:
+    job_type: str
+    target: Target
+    file_name: str
+    content_type: str | None
+    size: int | None
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    status: str | None
+    job_type: str | None
+    limit: int
+    offset: int
+
+
+def _bad(field: str, message: str, code: str = "VALIDATION_ERROR") -> ApiError:
+    return ApiError(400, message, code, field)
+
+
+def _text(fields: Mapping[str, Any], name: str, required: bool) -> str | None:
+    value = fields.get(name)
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        if required:
+            raise _bad(name, f"{name} is required")
+        return None
+    if not isinstance(value, str):
+        raise _bad(name, f"{name} must be a string")
+    return value.strip()
+
+
+def _checked_url(settings: Settings, field: str, url: str) -> None:
+    """Apply the address rule now; the worker applies it again when it connects."""
+    try:
+        check_url(url, settings.allow_private_networks)
+    except JobError as exc:
+        raise ApiError(400, f"{field}: {exc.message}", exc.code, field) from exc
+
+
+def parse_target(settings: Settings, fields: Mapping[str, Any]) -> Target:
+    registry = _text(fields, "registryAddress", True)
+    if not ADDRESS_RE.match(registry):
+        raise _bad("registryAddress", "registryAddress must be 0x followed by 40 hex characters")
+    manifest_uri = _text(fields, "manifestURI", True)
+    if len(manifest_uri) > MAX_URI_LENGTH:
+        raise _bad("manifestURI", f"manifestURI is longer than {MAX_URI_LENGTH} characters")
+    if manifest_uri.startswith("ipfs://"):
+        if not IPFS_URI_RE.match(manifest_uri):
+            raise _bad("manifestURI", "manifestURI must be ipfs://<CID>[/path] with a valid CID")
+    elif re.match(r"^https?://[^\s/]+", manifest_uri, re.IGNORECASE):
+        _checked_url(settings, "manifestURI", manifest_uri)
+    else:
+        raise _bad("manifestURI", "manifestURI must be ipfs://<CID>[/path] or an http(s):// URL")
+    rpc_url = _text(fields, "rpcUrl", False)
+    if rpc_url is not None:
+        if len(rpc_url) > MAX_URI_LENGTH or not re.match(r"^https?://[^\s/]+", rpc_url, re.IGNORECASE):
+            raise _bad("rpcUrl", "rpcUrl must be an http(s):// URL")
+        _checked_url(settings, "rpcUrl", rpc_url)
+    elif not settings.rpc_url:
+        raise _bad("rpcUrl", "rpcUrl is required: this deployment has no default RPC_URL")
+    return Target(registry_address=registry, manifest_uri=manifest_uri, rpc_url=rpc_url)
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _check_content_type(content_type: str, field: str = "file") -> None:
+    if content_type not in ALLOWED_CONTENT_TYPES:
+        raise ApiError(
+            415,
+            f"file type {content_type or '(none)'} is not accepted; allowed: {', '.join(sorted(ALLOWED_CONTENT_TYPES))}",
+            "UNSUPPORTED_MEDIA_TYPE",
+            field,
+        )
+
+
+def _too_large(settings: Settings) -> ApiError:
+    return ApiError(
+        413,
+        f"files over {settings.max_inline_upload_bytes} bytes cannot travel inline; "
+        "use POST /api/verification-jobs/uploads and upload the file straight to storage",
+        "PAYLOAD_TOO_LARGE",
+        "file",
+    )
+
+
+def parse_submission(
+    settings: Settings, headers: Mapping[str, str], body: bytes | None, allow_hash: bool = True
+) -> Submission:
+    """A multipart form with a file, or (when allowed) JSON with `contentHash` instead."""
+    media_type = _media_type(headers.get("content-type"))
+    body = body or b""
+    if media_type == "multipart/form-data":
+        if len(body) > settings.max_inline_upload_bytes + 64 * 1024:
+            raise _too_large(settings)
+        fields, upload = _parse_multipart(headers["content-type"], body)
+        target = parse_target(settings, fields)
+        if upload is None:
+            raise _bad("file", "file is required (a multipart part named 'file')")
+        if not upload.data:
+            raise _bad("file", "file is empty")
+        if len(upload.data) > settings.max_inline_upload_bytes:
+            raise _too_large(settings)
+        _check_content_type(upload.content_type)
+        return Submission(target=target, file=upload)
+    if media_type == "application/json" and allow_hash:
+        data = _json_object(body)
+        target = parse_target(settings, data)
+        content_hash = _text(data, "contentHash", True)
+        if not HASH_RE.match(content_hash):
+            raise _bad("contentHash", "contentHash must be 0x followed by 64 hex characters")
+        return Submission(target=target, content_hash=content_hash.lower())
+    accepted = "multipart/form-data or application/json" if allow_hash else "multipart/form-data"
+    raise ApiError(415, f"send the request as {accepted}", "UNSUPPORTED_MEDIA_TYPE")
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body or b"null")
+    except ValueError as exc:
+        raise ApiError(400, "the body is not valid JSON", "INVALID_JSON") from exc
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object", "INVALID_JSON")
+    return data
+
+
+def _parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], InlineFile | None]:
+    _, options = multipart.parse_options_header(content_type)
+    boundary = options.get("boundary")
+    if not boundary:
+        raise ApiError(400, "multipart body without a boundary", "INVALID_MULTIPART")
+    fields: dict[str, str] = {}
+    upload: InlineFile | None = None
+    try:
+        parser = multipart.MultipartParser(
+            io.BytesIO(body), boundary, content_length=len(body), memory_limit=len(body) + 1,
+            memfile_limit=len(body) + 1, spool_limit=len(body) + 1,
+        )
+        for part in parser:
+            if part.filename is not None or part.name == "file":
+                if part.name == "file":
+                    upload = InlineFile(
+                        data=part.raw, file_name=part.filename or None,
+                        content_type=_media_type(part.content_type) or "application/octet-stream",
+                    )
+            else:
+                fields[part.name] = part.value
+    except multipart.MultipartError as exc:
+        raise ApiError(400, f"malformed multipart body: {exc}", "INVALID_MULTIPART") from exc
+    return fields, upload
+
+
+def parse_upload_request(settings: Settings, body: bytes | None) -> UploadRequest:
+    data = _json_object(body or b"")
+    job_type = _text(data, "type", False) or "verify"
+    if job_type not in JOB_TYPES:
+        raise _bad("type", "type must be 'verify' or 'proof'")
+    target = parse_target(settings, data)
+    file_name = _text(data, "filename", True)
+    if len(file_name) > 255:
+        raise _bad("filename", "filename is longer than 255 characters")
+    content_type = _text(data, "contentType", False)
+    if content_type is not None:
+        content_type = _media_type(content_type)
+        _check_content_type(content_type, "contentType")
+    size = data.get("size")
+    if size is not None:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise _bad("size", "size must be a positive integer (bytes)")
+        if size > settings.max_upload_bytes:
+            raise ApiError(
+                413, f"files over {settings.max_upload_bytes} bytes are not accepted", "PAYLOAD_TOO_LARGE", "size"
+            )
+    return UploadRequest(job_type, target, file_name, content_type, size)
+
+
+def _int_param(params: Mapping[str, str], name: str, default: int, low: int, high: int | None) -> int:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not re.fullmatch(r"\d+", raw):
+        raise _bad(name, f"{name} must be a whole number")
+    value = int(raw)
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise _bad(name, f"{name} must be {bound}")
+    return value
+
+
+def parse_list_query(params: Mapping[str, str] | None) -> ListQuery:
+    params = params or {}
+    status = params.get("status") or None
+    if status is not None and status not in JOB_STATUSES:
+        raise _bad("status", f"status must be one of {', '.join(JOB_STATUSES)}")
+    job_type = params.get("type") or None
+    if job_type is not None and job_type not in JOB_TYPES:
+        raise _bad("type", "type must be 'verify' or 'proof'")
+    return ListQuery(
+        status=status,
+        job_type=job_type,
+        limit=_int_param(params, "limit", 50, 1, 100),
+        offset=_int_param(params, "offset", 0, 0, None),
+    )

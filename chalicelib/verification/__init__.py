@@ -1,0 +1,35 @@
+"""The verification core: hashing, manifests, signatures, registry reads, results and proofs.
+
+Pure of AWS and the database, so the API, the workers and the tests share it as it is.
+"""
+from .hashing import sha256_stream
+from .manifest import Manifest, fetch_manifest, parse_manifest
+from .netguard import UrlNotAllowed, check_url, check_url_syntax, guarded_session
+from .registry import OnchainEntry, RegistrationTx, chain_id, connect, find_registration, read_entry
+from .result import build_proof, build_verify_result, compute_checks, network_name
+from .service import prove_hash, verify_hash
+from .signature import recover_signer
+
+__all__ = [
+    "Manifest",
+    "OnchainEntry",
+    "RegistrationTx",
+    "UrlNotAllowed",
+    "build_proof",
+    "build_verify_result",
+    "chain_id",
+    "check_url",
+    "check_url_syntax",
+    "compute_checks",
+    "connect",
+    "fetch_manifest",
+    "find_registration",
+    "guarded_session",
+    "network_name",
+    "parse_manifest",
+    "prove_hash",
+    "read_entry",
+    "recover_signer",
+    "sha256_stream",
+    "verify_hash",
+]

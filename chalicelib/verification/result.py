@@ -1,0 +1,151 @@
+"""The verdict and the two documents clients receive: the verify result and the proof.
+
+Field names and order follow the HTTP contract (the original service's JSON), so existing
+clients keep working.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from .manifest import Manifest
+from .registry import OnchainEntry, RegistrationTx
+
+# ethers v6 network names (plus "localhost" for 31337, as the original proof script named it).
+NETWORK_NAMES: dict[int, str] = {
+    1: "mainnet",
+    3: "ropsten",
+    4: "rinkeby",
+    5: "goerli",
+    6: "classicKotti",
+    10: "optimism",
+    42: "kovan",
+    56: "bnb",
+    61: "classic",
+    97: "bnbt",
+    100: "xdai",
+    137: "matic",
+    314: "filecoin",
+    420: "optimism-goerli",
+    8453: "base",
+    17000: "holesky",
+    31337: "localhost",
+    42161: "arbitrum",
+    59140: "linea-goerli",
+    59141: "linea-sepolia",
+    59144: "linea",
+    80001: "matic-mumbai",
+    80002: "matic-amoy",
+    84531: "base-goerli",
+    84532: "base-sepolia",
+    314159: "filecoin-calibration",
+    421613: "arbitrum-goerli",
+    421614: "arbitrum-sepolia",
+    11155111: "sepolia",
+    11155420: "optimism-sepolia",
+}
+
+
+def network_name(chain_id: int) -> str:
+    return NETWORK_NAMES.get(int(chain_id), "unknown")
+
+
+@dataclass(frozen=True)
+class Checks:
+    """The three comparisons a verification makes, and the status they add up to."""
+
+    manifest_hash_ok: bool  # the file's hash is the manifest's content_hash
+    creator_ok: bool  # the manifest's signer is the on-chain creator
+    manifest_ok: bool  # the on-chain manifest URI is the one the client gave
+
+    @property
+    def status(self) -> str:
+        if self.manifest_hash_ok and self.creator_ok and self.manifest_ok:
+            return "OK"
+        if self.manifest_hash_ok and self.creator_ok:
+            return "WARN"
+        return "FAIL"
+
+
+def compute_checks(
+    file_hash: str, manifest: Manifest, recovered: str, entry: OnchainEntry, manifest_uri: str
+) -> Checks:
+    """Compare file, manifest, signer and chain. Hex is compared without regard to case."""
+    return Checks(
+        manifest_hash_ok=manifest.content_hash.lower() == file_hash.lower(),
+        creator_ok=entry.registered and entry.creator.lower() == recovered.lower(),
+        manifest_ok=entry.manifest_uri == manifest_uri,
+    )
+
+
+def onchain_dict(entry: OnchainEntry) -> dict[str, Any]:
+    return {"creator": entry.creator, "manifestURI": entry.manifest_uri, "timestamp": entry.timestamp}
+
+
+def build_verify_result(
+    file_hash: str, recovered: str, entry: OnchainEntry, checks: Checks
+) -> dict[str, Any]:
+    """The verify result of the contract: status, fileHash, recovered, onchain, checks."""
+    return {
+        "status": checks.status,
+        "fileHash": file_hash,
+        "recovered": recovered,
+        "onchain": onchain_dict(entry),
+        "checks": {
+            "manifestHashOk": checks.manifest_hash_ok,
+            "creatorOk": checks.creator_ok,
+            "manifestOk": checks.manifest_ok,
+        },
+    }
+
+
+def iso8601(moment: datetime) -> str:
+    """ISO 8601 UTC with milliseconds and Z, as JavaScript's toISOString()."""
+    moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def iso_now() -> str:
+    return iso8601(datetime.now(timezone.utc))
+
+
+def build_proof(
+    *,
+    file_hash: str,
+    file_name: str | None,
+    manifest: Manifest,
+    manifest_uri: str,
+    registry_address: str,
+    chain_id: int,
+    entry: OnchainEntry,
+    recovered: str,
+    checks: Checks,
+    tx: RegistrationTx | None,
+    generated_at: str | None = None,
+) -> dict[str, Any]:
+    """The proof document (the original's proof.json). `tx` is left out when no log was found."""
+    proof: dict[str, Any] = {
+        "version": "1.0",
+        "generated_at": generated_at or iso_now(),
+        "network": {"chainId": int(chain_id), "name": network_name(chain_id)},
+        "registry": registry_address,
+        "content": {"file": file_name or "unknown", "hash": file_hash},
+        "manifest": {
+            "uri": manifest_uri,
+            "cid": manifest.cid,
+            "creator_did": manifest.creator_did,
+            "signature": manifest.signature,
+        },
+        "onchain": onchain_dict(entry),
+        "signature": {"recovered": recovered, "valid": checks.creator_ok},
+    }
+    if tx is not None:
+        proof["tx"] = {"txHash": tx.tx_hash, "blockNumber": tx.block_number}
+    proof["verification"] = {
+        "fileHashMatchesManifest": checks.manifest_hash_ok,
+        "creatorMatchesOnchain": checks.creator_ok,
+        "manifestURIMatchesOnchain": checks.manifest_ok,
+        "status": checks.status,
+    }
+    return proof

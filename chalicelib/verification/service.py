@@ -1,0 +1,116 @@
+"""One verification, from a file hash to a verify result or a proof.
+
+Shared by the synchronous endpoints and the queue workers, so that both give the same answer.
+Hashing the file (progress 10) and persisting the outcome (90, 100) belong to the callers.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+from eth_utils import to_checksum_address
+
+from ..config import Settings
+from ..errors import PermanentError, TransientError
+from . import registry
+from .manifest import Manifest, fetch_manifest
+from .result import Checks, build_proof, build_verify_result, compute_checks
+from .signature import recover_signer
+
+Progress = Callable[[int], None]
+
+_HASH_RE = re.compile(r"^0x[0-9a-fA-F]{64}$")
+_ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
+
+
+def _report(progress: Progress | None, value: int) -> None:
+    if progress is not None:
+        progress(value)
+
+
+def _check_inputs(file_hash: str, registry_address: str, rpc_url: str | None) -> tuple[str, str]:
+    """Normalise the hash (lowercase) and the address (checksummed), refusing bad inputs
+    before any network work."""
+    if not rpc_url:
+        raise PermanentError("No RPC URL: pass rpcUrl or configure RPC_URL.", code="RPC_URL_REQUIRED")
+    if not isinstance(file_hash, str) or not _HASH_RE.match(file_hash):
+        raise PermanentError("The content hash must be 0x followed by 64 hex digits.",
+                             code="CONTENT_HASH_INVALID")
+    if not isinstance(registry_address, str) or not _ADDRESS_RE.match(registry_address):
+        raise PermanentError("The registry address must be 0x followed by 40 hex digits.",
+                             code="REGISTRY_ADDRESS_INVALID")
+    return file_hash.lower(), to_checksum_address(registry_address)
+
+
+def _evidence(
+    file_hash: str, manifest_uri: str, registry_address: str, rpc_url: str | None,
+    settings: Settings, progress: Progress | None,
+) -> tuple[Manifest, str, registry.OnchainEntry, Checks, Any]:
+    """Steps shared by verify and proof: manifest (30), signer (50), registry entry (70)."""
+    manifest = fetch_manifest(manifest_uri, settings)
+    _report(progress, 30)
+    recovered = recover_signer(manifest.content_hash, manifest.signature)
+    _report(progress, 50)
+    w3 = registry.connect(rpc_url, settings)
+    entry = registry.read_entry(w3, registry_address, file_hash)
+    _report(progress, 70)
+    checks = compute_checks(file_hash, manifest, recovered, entry, manifest_uri)
+    return manifest, recovered, entry, checks, w3
+
+
+def verify_hash(
+    file_hash: str,
+    manifest_uri: str,
+    registry_address: str,
+    rpc_url: str | None,
+    settings: Settings,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """The verify result for content whose SHA-256 is `file_hash` ("0x" + 64 hex).
+
+    `rpc_url` is the effective URL (the client's, else the deployment's RPC_URL); None raises
+    RPC_URL_REQUIRED. Raises PermanentError / TransientError (chalicelib.errors) on failure.
+    """
+    file_hash, registry_address = _check_inputs(file_hash, registry_address, rpc_url)
+    _, recovered, entry, checks, _ = _evidence(
+        file_hash, manifest_uri, registry_address, rpc_url, settings, progress
+    )
+    return build_verify_result(file_hash, recovered, entry, checks)
+
+
+def prove_hash(
+    file_hash: str,
+    file_name: str | None,
+    manifest_uri: str,
+    registry_address: str,
+    rpc_url: str | None,
+    settings: Settings,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """The proof document for content whose SHA-256 is `file_hash`; see verify_hash."""
+    file_hash, registry_address = _check_inputs(file_hash, registry_address, rpc_url)
+    manifest, recovered, entry, checks, w3 = _evidence(
+        file_hash, manifest_uri, registry_address, rpc_url, settings, progress
+    )
+    chain = registry.chain_id(w3)
+    try:
+        tx = registry.find_registration(w3, registry_address, file_hash, settings)
+    except TransientError as exc:
+        if exc.code != "RPC_ERROR":
+            raise  # unreachable endpoint: retry the job
+        # The provider answers but refuses eth_getLogs even for one block (method disabled,
+        # pruned history): the registration tx is best-effort, as in the original proof.
+        tx = None
+    _report(progress, 85)
+    return build_proof(
+        file_hash=file_hash,
+        file_name=file_name,
+        manifest=manifest,
+        manifest_uri=manifest_uri,
+        registry_address=registry_address,
+        chain_id=chain,
+        entry=entry,
+        recovered=recovered,
+        checks=checks,
+        tx=tx,
+    )

@@ -1,0 +1,308 @@
+"""Embedded PostgreSQL for the local stack and the tests.
+
+PostgreSQL 16 comes from the `pgserver` wheel (binaries and libraries, no system install). Its
+own `PostgresServer` class listens on a unix socket only (it starts postgres with `-h ""`), so
+this module drives the wheel's `initdb` and `pg_ctl` itself and starts the server on loopback TCP:
+any client (psycopg, psql, a GUI, another process) can then use the plain URL
+`postgresql://postgres@127.0.0.1:<port>/postgres`. Unix sockets are switched off.
+
+Running as root works the way pgserver does it: PostgreSQL refuses to run as root, so the
+server runs as an unprivileged system user (`pgserver`, created on first use), the data
+directory is handed to that user, and the directories above it are made traversable (o+rx).
+They must stay so: do not put the data directory under pytest's `tmp_path`, since every pytest
+session resets `/tmp/pytest-of-<user>` to mode 0700 (use `tempfile.mkdtemp()` instead).
+
+Authentication is `trust` (local development only): never expose this server beyond loopback.
+
+    pg = start_postgres(Path(".stack/pgdata"))
+    ... pg.url ...
+    pg.stop()
+
+`database_url_or_embedded()` honours an explicit `DATABASE_URL` instead.
+Run standalone with `python -m devstack.postgres <data_dir>` (Ctrl-C stops it).
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DB_USER = "postgres"
+DB_NAME = "postgres"
+SYSTEM_USER = "pgserver"  # the unprivileged account pgserver itself uses when run as root
+LOG_FILE_NAME = "postgres.log"
+
+
+def _bin_dir() -> Path:
+    with warnings.catch_warnings():
+        # importing pgserver computes a runtime directory and warns when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        from pgserver._commands import POSTGRES_BIN_PATH  # the wheel's bin/ directory
+
+    return Path(POSTGRES_BIN_PATH)
+
+
+def _running_as_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _run(exe: str, args: list[str], *, user: str | None, cwd: Path, timeout: float) -> str:
+    """Run one of the wheel's programs; raise RuntimeError with its output on failure.
+
+    Output goes to temporary files, not pipes: `pg_ctl start` leaves a daemon behind that
+    would inherit a pipe and keep `communicate()` waiting forever.
+    """
+    cmd = [str(_bin_dir() / exe), *args]
+    identity: dict[str, object] = {}
+    if user is not None:  # switch uid, gid and supplementary groups, not just the uid
+        import pwd
+
+        entry = pwd.getpwnam(user)
+        identity = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        try:
+            proc = subprocess.run(
+                cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, text=True,
+                cwd=str(cwd), timeout=timeout, check=False, **identity,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError(f"{exe} timed out after {timeout}s: {shlex.join(cmd)}") from exc
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{exe} failed with exit code {proc.returncode}: {shlex.join(cmd)}\n{stdout}\n{stderr}"
+        )
+    return stdout
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _postmaster_pid(data_dir: Path) -> int | None:
+    """The pid in postmaster.pid when it is a live postgres serving `data_dir`, else None.
+
+    A pid file naming a dead process, or a live process that is something else (pid reuse
+    after a crash or reboot), is stale: it is removed so that postgres can start again.
+    """
+    pid_file = data_dir / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().splitlines()[0].strip())
+    except (FileNotFoundError, IndexError, ValueError, PermissionError):
+        return None
+    import psutil  # a dependency of pgserver
+
+    try:
+        proc = psutil.Process(pid)
+        ours = proc.status() != psutil.STATUS_ZOMBIE and "postgres" in proc.name() \
+            and str(data_dir) in proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        ours = False
+    if ours:
+        return pid
+    pid_file.unlink(missing_ok=True)
+    return None
+
+
+def _prepare_for_system_user(data_dir: Path) -> str:
+    """Let the unprivileged `pgserver` account run the binaries and own the data directory."""
+    import pwd
+    import stat
+
+    _bin_dir()  # imports pgserver quietly
+    from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+    ensure_user_exists(SYSTEM_USER)
+    bin_dir = _bin_dir()
+    ensure_prefix_permissions(data_dir)
+    ensure_prefix_permissions(bin_dir)
+    read = stat.S_IRGRP | stat.S_IROTH
+    execute = stat.S_IXGRP | stat.S_IXOTH
+    ensure_folder_permissions(bin_dir, read | execute)
+    ensure_folder_permissions(bin_dir.parent / "lib", read)
+    if (bin_dir.parent / "share").exists():
+        ensure_folder_permissions(bin_dir.parent / "share", read)
+    entry = pwd.getpwnam(SYSTEM_USER)
+    if data_dir.stat().st_uid != entry.pw_uid or data_dir.stat().st_gid != entry.pw_gid:
+        for root, dirs, files in os.walk(data_dir):
+            for name in (*dirs, *files):
+                os.lchown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
+        os.chown(data_dir, entry.pw_uid, entry.pw_gid)
+    return SYSTEM_USER
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL server started by `start_postgres`, listening on `host:port`."""
+
+    data_dir: Path
+    host: str
+    port: int
+    system_user: str | None = None
+    user: str = DB_USER
+    database: str = DB_NAME
+    startup_seconds: float = 0.0
+    _stopped: bool = field(default=False, repr=False)
+    _owner_pid: int = field(default_factory=os.getpid, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / LOG_FILE_NAME
+
+    @property
+    def pid(self) -> int | None:
+        return _postmaster_pid(self.data_dir)
+
+    def is_running(self) -> bool:
+        return not self._stopped and self.pid is not None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the server (fast shutdown: open sessions are ended). Safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        atexit.unregister(self._stop_at_exit)
+        pid = _postmaster_pid(self.data_dir)
+        if pid is None:
+            return
+        try:
+            _run("pg_ctl", ["-D", str(self.data_dir), "-m", "fast", "-w", "-t", str(int(timeout)), "stop"],
+                 user=self.system_user, cwd=self.data_dir, timeout=timeout + 10)
+        except RuntimeError:
+            logger.warning("pg_ctl stop failed; killing postmaster %s", pid, exc_info=True)
+            try:
+                os.kill(pid, signal.SIGQUIT)  # immediate shutdown
+            except ProcessLookupError:
+                pass
+
+    def _stop_at_exit(self) -> None:
+        if os.getpid() == self._owner_pid:  # not in a forked child that exits normally
+            self.stop()
+
+    def __enter__(self) -> "EmbeddedPostgres":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_postgres(
+    data_dir: Path | str,
+    *,
+    port: int | None = None,
+    host: str = DEFAULT_HOST,
+    server_settings: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+) -> EmbeddedPostgres:
+    """Start PostgreSQL on `host:port` with its cluster in `data_dir` (created on first use).
+
+    `port=None` picks a free port. `server_settings` are extra `-c name=value` options, e.g.
+    `{"fsync": "off"}` for throwaway test clusters. A server left running in `data_dir` by an
+    earlier process that died without stopping it is stopped first. The server is stopped when
+    this interpreter exits, unless `stop()` was called before.
+    """
+    t0 = time.monotonic()
+    data_dir = Path(data_dir).expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    system_user = _prepare_for_system_user(data_dir) if _running_as_root() else None
+    os.chmod(data_dir, 0o700)  # postgres refuses a group/world-readable data directory
+
+    if not (data_dir / "PG_VERSION").exists():
+        _run("initdb", ["-D", str(data_dir), "-U", DB_USER, "--auth=trust", "--encoding=UTF8",
+                        "--locale=C", "--no-sync", "--no-instructions"],
+             user=system_user, cwd=data_dir, timeout=timeout)
+
+    leftover = _postmaster_pid(data_dir)
+    if leftover is not None:
+        logger.warning("stopping a PostgreSQL server (pid %s) left running in %s", leftover, data_dir)
+        EmbeddedPostgres(data_dir, host, 0, system_user).stop()
+
+    options = ["-h", host, "-k", ""]  # TCP on loopback only, no unix socket
+    for name, value in (server_settings or {}).items():
+        options += ["-c", f"{name}={value}"]
+    attempts = 1 if port is not None else 3
+    for attempt in range(attempts):
+        chosen = port if port is not None else _free_port(host)
+        try:
+            _run("pg_ctl", ["-D", str(data_dir), "-l", str(data_dir / LOG_FILE_NAME), "-w",
+                            "-t", str(int(timeout)), "-o", shlex.join([*options, "-p", str(chosen)]),
+                            "start"],
+                 user=system_user, cwd=data_dir, timeout=timeout + 10)
+            break
+        except RuntimeError as exc:
+            log_tail = _tail(data_dir / LOG_FILE_NAME)
+            if attempt + 1 < attempts and "already in use" in log_tail:
+                continue  # lost the race for the free port: pick another one
+            raise RuntimeError(f"{exc}\n--- server log ---\n{log_tail}") from exc
+    server = EmbeddedPostgres(data_dir, host, chosen, system_user,
+                              startup_seconds=time.monotonic() - t0)
+    atexit.register(server._stop_at_exit)
+    logger.info("PostgreSQL started at %s in %.2fs", server.url, server.startup_seconds)
+    return server
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def database_url_or_embedded(
+    data_dir: Path | str, environ: Mapping[str, str] | None = None, **start_kwargs: object
+) -> tuple[str, EmbeddedPostgres | None]:
+    """`DATABASE_URL` when set (nothing started), else an embedded server in `data_dir`.
+
+    Returns `(url, server)`; `server` is None when the URL came from the environment, so the
+    caller only stops what was started here.
+    """
+    env = os.environ if environ is None else environ
+    url = env.get("DATABASE_URL")
+    if url:
+        return url, None
+    server = start_postgres(data_dir, **start_kwargs)  # type: ignore[arg-type]
+    return server.url, server
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run an embedded PostgreSQL until Ctrl-C.")
+    parser.add_argument("data_dir", type=Path)
+    parser.add_argument("--port", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the server on SIGTERM too
+    with start_postgres(args.data_dir, port=args.port) as server:
+        print(server.url, flush=True)
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

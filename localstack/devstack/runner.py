@@ -1,0 +1,217 @@
+"""A local stand-in for Lambda's event sources: it long-polls SQS and calls the very handlers
+that `app.py` registered with Chalice, with the event shapes Lambda would send.
+
+- SQS sources (`@app.on_sqs_message`): one record per invocation (batch size of the handler),
+  attributes included (ApproximateReceiveCount drives the retry logic); the message is deleted
+  when the handler returns and left alone when it raises, exactly as Lambda's event source
+  mapping does, so SQS redelivers it after its visibility timeout and dead-letters it after
+  maxReceiveCount receives.
+- S3 sources (`@app.on_s3_event`): the bucket notifies a local queue; each notification's
+  records are handed to the handler as an S3 event.
+- Schedules (`@app.schedule`): called every `schedule_interval` seconds.
+
+Several worker threads play the part of Lambda's concurrency.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import boto3
+from chalice.app import S3EventConfig, ScheduledEventConfig, SQSEventConfig
+
+log = logging.getLogger("devstack.runner")
+REGION = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+
+
+class LambdaContext:
+    """The attributes of Lambda's context object that handlers and Powertools read."""
+
+    def __init__(self, function_name: str, timeout_seconds: float = 60.0) -> None:
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:000000000000:function:{function_name}"
+        self.memory_limit_in_mb = 512
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = "local"
+        self._deadline = time.monotonic() + timeout_seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(int((self._deadline - time.monotonic()) * 1000), 0)
+
+
+@dataclass
+class Source:
+    name: str
+    handler: Callable[[dict[str, Any], Any], Any]
+    queue_url: str
+    queue_arn: str
+    batch_size: int
+    s3: bool = False
+
+
+def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
+    """Lambda's SQS event for received messages."""
+    return {"Records": [{
+        "messageId": m["MessageId"],
+        "receiptHandle": m["ReceiptHandle"],
+        "body": m["Body"],
+        "attributes": m.get("Attributes", {}),
+        "messageAttributes": m.get("MessageAttributes", {}),
+        "md5OfBody": m.get("MD5OfBody"),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": REGION,
+    } for m in messages]}
+
+
+def scheduled_event(rule_name: str) -> dict[str, Any]:
+    """EventBridge's scheduled event."""
+    return {
+        "version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
+        "account": "000000000000", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "region": REGION, "resources": [f"arn:aws:events:{REGION}:000000000000:rule/{rule_name}"], "detail": {},
+    }
+
+
+class EventSourceRunner:
+    def __init__(self, app_module: Any, s3_events_queue_url: str | None, workers: int = 4,
+                 poll_wait_seconds: int = 1, schedule_interval_seconds: float = 10.0) -> None:
+        self.app_module = app_module
+        self.app = app_module.app
+        self.sqs = boto3.client("sqs")
+        self.s3_events_queue_url = s3_events_queue_url
+        self.workers = workers
+        self.poll_wait_seconds = poll_wait_seconds
+        self.schedule_interval_seconds = schedule_interval_seconds
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def _handler(self, handler_string: str) -> Callable[[dict[str, Any], Any], Any]:
+        return getattr(self.app_module, handler_string.rsplit(".", 1)[1])
+
+    def _queue(self, url: str) -> tuple[str, str]:
+        arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        return url, arn
+
+    def sources(self) -> tuple[list[Source], list[ScheduledEventConfig]]:
+        sources: list[Source] = []
+        schedules: list[ScheduledEventConfig] = []
+        for config in self.app.event_sources:
+            if isinstance(config, SQSEventConfig):
+                url = self.sqs.get_queue_url(QueueName=config.queue)["QueueUrl"]
+                sources.append(Source(config.name, self._handler(config.handler_string), *self._queue(url),
+                                      batch_size=config.batch_size))
+            elif isinstance(config, S3EventConfig):
+                if not self.s3_events_queue_url:
+                    log.warning("no S3 notification queue: %s will not run", config.name)
+                    continue
+                sources.append(Source(config.name, self._handler(config.handler_string),
+                                      *self._queue(self.s3_events_queue_url), batch_size=1, s3=True))
+            elif isinstance(config, ScheduledEventConfig):
+                schedules.append(config)
+        return sources, schedules
+
+    def start(self) -> None:
+        sources, schedules = self.sources()
+        for source in sources:
+            count = self.workers if not source.s3 else 1
+            for i in range(count):
+                self._spawn(f"{source.name}-{i}", self._poll, source)
+        for config in schedules:
+            self._spawn(config.name, self._tick, config)
+        log.info("event-source runner started: %s; schedules: %s",
+                 ", ".join(f"{s.name}({'s3' if s.s3 else 'sqs'})" for s in sources),
+                 ", ".join(c.name for c in schedules))
+
+    def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=self.poll_wait_seconds + 5)
+
+    def _poll(self, source: Source) -> None:
+        while not self.stopping.is_set():
+            try:
+                messages = self.sqs.receive_message(
+                    QueueUrl=source.queue_url, MaxNumberOfMessages=source.batch_size,
+                    WaitTimeSeconds=self.poll_wait_seconds, AttributeNames=["All"], MessageAttributeNames=["All"],
+                ).get("Messages", [])
+            except Exception:
+                if not self.stopping.is_set():
+                    log.exception("receive failed on %s; retrying", source.name)
+                    time.sleep(1)
+                continue
+            if messages:
+                self._invoke(source, messages)
+
+    def _invoke(self, source: Source, messages: list[dict[str, Any]]) -> None:
+        try:
+            if source.s3:
+                for message in messages:
+                    for event in _s3_events(message["Body"]):
+                        source.handler(event, LambdaContext(source.name))
+            else:
+                source.handler(sqs_event(messages, source.queue_arn), LambdaContext(source.name))
+        except Exception as exc:
+            # Lambda leaves the batch on the queue when the function fails; so do we.
+            log.info("%s raised %s: %s; the message stays for redelivery", source.name, type(exc).__name__, exc)
+            return
+        self.sqs.delete_message_batch(
+            QueueUrl=source.queue_url,
+            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+        )
+
+    def _tick(self, config: ScheduledEventConfig) -> None:
+        handler = self._handler(config.handler_string)
+        while not self.stopping.wait(self.schedule_interval_seconds):
+            try:
+                handler(scheduled_event(config.name), LambdaContext(config.name))
+            except Exception:
+                log.exception("scheduled handler %s failed", config.name)
+
+
+def _s3_events(body: str) -> list[dict[str, Any]]:
+    """Lambda S3 events (one record each) from an S3→SQS notification; test events yield none."""
+    notification = json.loads(body)
+    return [{"Records": [record]} for record in notification.get("Records", []) if "s3" in record]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run app.py's event handlers against SQS, as Lambda would.")
+    parser.add_argument("--project-dir", default=".", type=Path)
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("RUNNER_WORKERS", "4")))
+    parser.add_argument("--schedule-interval", type=float,
+                        default=float(os.environ.get("SCHEDULE_INTERVAL_SECONDS", "10")))
+    parser.add_argument("--s3-events-queue-url", default=os.environ.get("S3_EVENTS_QUEUE_URL"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s runner %(message)s")
+    sys.path.insert(0, str(args.project_dir.resolve()))
+    runner = EventSourceRunner(importlib.import_module("app"), args.s3_events_queue_url, workers=args.workers,
+                               schedule_interval_seconds=args.schedule_interval)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    runner.start()
+    stop.wait()
+    runner.stop()
+
+
+if __name__ == "__main__":
+    main()

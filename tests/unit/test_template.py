@@ -1,0 +1,220 @@
+"""infra/template.yaml: cfn-lint clean, and the facts the service relies on (no network)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devstack.emulator import TemplateResolver, load_template
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "infra" / "template.yaml"
+WORKER_TIMEOUT_SECONDS = 60
+MAX_RETRY_ATTEMPTS = 3
+
+
+def run_cfn_lint(*paths: Path) -> subprocess.CompletedProcess:
+    """cfn-lint from this interpreter's environment, errors and warnings both failing."""
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from cfnlint.runner import main; sys.exit(main())",
+         "--format", "parseable", *map(str, paths)],
+        capture_output=True, text=True, timeout=300,
+    )
+
+
+def chalice_package_lint(project_dir: Path, out_dir: Path, stage: str = "dev") -> subprocess.CompletedProcess:
+    """``chalice package`` the app, then cfn-lint the SAM template it wrote.
+
+    Returns the failing step's process (or cfn-lint's). For the app's own tests once app.py exists.
+    """
+    package = subprocess.run(
+        [sys.executable, "-c", "import sys; from chalice.cli import main; sys.exit(main())",
+         "--project-dir", str(project_dir), "package", "--stage", stage, str(out_dir)],
+        capture_output=True, text=True, timeout=600,
+    )
+    if package.returncode != 0:
+        return package
+    return run_cfn_lint(out_dir / "sam.json")
+
+
+def _load_record_outputs():
+    spec = importlib.util.spec_from_file_location("record_outputs", ROOT / "infra" / "record_outputs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def template() -> dict:
+    return load_template(TEMPLATE)
+
+
+def _default(template: dict, ref: object) -> str:
+    assert isinstance(ref, dict) and "Ref" in ref, f"expected a parameter reference, got {ref!r}"
+    return str(template["Parameters"][ref["Ref"]]["Default"])
+
+
+def _alarms(template: dict) -> dict[str, dict]:
+    return {k: r["Properties"] for k, r in template["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+
+
+def test_cfn_lint_passes():
+    result = run_cfn_lint(TEMPLATE)
+    assert result.returncode == 0, f"cfn-lint failed:\n{result.stdout}\n{result.stderr}"
+
+
+def test_work_queue_redrives_to_the_dead_letter_queue_after_three_receives(template):
+    queue = template["Resources"]["WorkQueue"]["Properties"]
+    redrive = queue["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+    assert int(_default(template, redrive["maxReceiveCount"])) == MAX_RETRY_ATTEMPTS
+    assert int(queue["MessageRetentionPeriod"]) == 4 * 24 * 3600
+    dlq = template["Resources"]["DeadLetterQueue"]["Properties"]
+    assert int(dlq["MessageRetentionPeriod"]) == 14 * 24 * 3600
+
+
+def test_visibility_timeout_is_at_least_six_worker_timeouts(template):
+    queue = template["Resources"]["WorkQueue"]["Properties"]
+    assert int(_default(template, queue["VisibilityTimeout"])) >= 6 * WORKER_TIMEOUT_SECONDS
+
+
+def test_upload_bucket_is_private_encrypted_and_expires_uploads(template):
+    bucket = template["Resources"]["UploadBucket"]["Properties"]
+    rule = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert all(v is True for v in bucket["PublicAccessBlockConfiguration"].values())
+    assert len(bucket["PublicAccessBlockConfiguration"]) == 4
+    (lifecycle,) = bucket["LifecycleConfiguration"]["Rules"]
+    assert lifecycle["Status"] == "Enabled"
+    assert _default(template, lifecycle["Prefix"]) == "uploads/"
+    assert int(_default(template, lifecycle["ExpirationInDays"])) >= 1
+    assert lifecycle["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1
+    (cors,) = bucket["CorsConfiguration"]["CorsRules"]
+    assert "POST" in cors["AllowedMethods"]
+
+
+def test_alarms_watch_the_right_metrics(template):
+    alarms = {(a["Namespace"], a["MetricName"]): a for a in _alarms(template).values()}
+    assert set(alarms) == {
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+        ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
+        ("AWS/Lambda", "Errors"),
+        ("InternetID/Verification", "JobsFailed"),
+    }
+    dlq = alarms[("AWS/SQS", "ApproximateNumberOfMessagesVisible")]
+    assert dlq["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}]
+    assert dlq["Threshold"] == 0 and dlq["ComparisonOperator"] == "GreaterThanThreshold"
+    age = alarms[("AWS/SQS", "ApproximateAgeOfOldestMessage")]
+    assert age["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["WorkQueue", "QueueName"]}
+    assert int(_default(template, age["Threshold"])) == 300
+    errors = alarms[("AWS/Lambda", "Errors")]
+    assert errors["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "WorkerFunctionName"}}]
+    assert _default(template, errors["Dimensions"][0]["Value"]) == \
+        "internetid-verification-dev-process_verification_job"
+    failed = alarms[("InternetID/Verification", "JobsFailed")]
+    assert failed["Dimensions"] == [{"Name": "Service", "Value": "verification-queue"}]
+    for alarm in alarms.values():
+        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+        assert alarm["TreatMissingData"] == "notBreaching"
+        assert alarm["Period"] == {"Ref": "AlarmPeriodSeconds"}
+
+
+def test_outputs_cover_the_app_settings(template):
+    assert set(template["Outputs"]) == {
+        "UploadBucketName", "QueueUrl", "QueueName", "QueueArn", "DeadLetterQueueUrl",
+        "DeadLetterQueueName", "DeadLetterQueueArn", "AlarmTopicArn", "FunctionPolicyArn",
+    }
+
+
+def test_function_policy_is_least_privilege(template):
+    document = template["Resources"]["FunctionPolicy"]["Properties"]["PolicyDocument"]
+    actions = set()
+    for statement in document["Statement"]:
+        assert statement["Effect"] == "Allow"
+        assert statement["Resource"] != "*"
+        stmt_actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        assert not any(a.endswith("*") for a in stmt_actions)
+        actions.update(stmt_actions)
+    assert {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"} <= actions
+    assert {"sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+            "sqs:GetQueueAttributes", "sqs:GetQueueUrl"} <= actions
+    assert "cloudwatch:PutMetricData" not in actions  # metrics go out as EMF log lines
+    objects = next(s for s in document["Statement"] if "s3:GetObject" in s["Action"])
+    assert objects["Resource"] == {"Fn::Sub": "${UploadBucket.Arn}/${UploadsPrefix}*"}
+
+
+def test_resolver_turns_alarm_properties_into_api_arguments(template):
+    physical = {
+        "WorkQueue": "http://127.0.0.1:1/123456789012/q",
+        "DeadLetterQueue": "http://127.0.0.1:1/123456789012/q-dlq",
+        "AlarmTopic": "arn:aws:sns:us-east-1:123456789012:q-alarms",
+        "UploadBucket": "the-bucket",
+    }
+    r = TemplateResolver(template, {"QueueName": "q", "AlarmPeriodSeconds": 10}, physical,
+                         "us-east-1", "123456789012", "stack")
+    dlq = r.resolve(template["Resources"]["DeadLetterQueueDepthAlarm"]["Properties"])
+    assert dlq["AlarmName"] == "q-dlq-depth"
+    assert dlq["Dimensions"] == [{"Name": "QueueName", "Value": "q-dlq"}]
+    assert dlq["Period"] == "10" and dlq["AlarmActions"] == [physical["AlarmTopic"]]
+    policy = r.resolve(template["Resources"]["FunctionPolicy"]["Properties"]["PolicyDocument"])
+    resources = [s["Resource"] for s in policy["Statement"]]
+    assert "arn:aws:s3:::the-bucket/uploads/*" in resources
+    assert ["arn:aws:sqs:us-east-1:123456789012:q", "arn:aws:sqs:us-east-1:123456789012:q-dlq"] in resources
+    bucket = r.resolve(template["Resources"]["UploadBucket"]["Properties"])
+    assert "BucketName" not in bucket  # AWS::NoValue when no name is given
+    assert not r.enabled("AlarmEmailSubscription")
+    assert not r.condition("HasAlarmEmail")
+
+
+OUTPUTS = {
+    "UploadBucketName": "bucket-1",
+    "QueueUrl": "http://127.0.0.1:1/123456789012/internetid-verification",
+    "QueueName": "internetid-verification",
+    "DeadLetterQueueUrl": "http://127.0.0.1:1/123456789012/internetid-verification-dlq",
+    "DeadLetterQueueName": "internetid-verification-dlq",
+    "FunctionPolicyArn": "arn:aws:iam::123456789012:policy/p",
+}
+
+
+def test_record_outputs_creates_a_chalice_config(tmp_path):
+    record = _load_record_outputs()
+    policy = {"Version": "2012-10-17", "Statement": []}
+    path = record.update_chalice_config(OUTPUTS, tmp_path, "dev", policy)
+    config = json.loads(path.read_text())
+    assert config["app_name"] == "internetid-verification"
+    stage = config["stages"]["dev"]
+    assert stage["api_gateway_stage"] == "api"
+    assert stage["lambda_functions"]["process_verification_job"]["lambda_timeout"] == 60
+    assert stage["environment_variables"] == {
+        "UPLOAD_BUCKET": "bucket-1",
+        "QUEUE_URL": OUTPUTS["QueueUrl"],
+        "QUEUE_NAME": "internetid-verification",
+        "DEAD_LETTER_QUEUE_URL": OUTPUTS["DeadLetterQueueUrl"],
+        "DEAD_LETTER_QUEUE_NAME": "internetid-verification-dlq",
+    }
+    assert stage["autogen_policy"] is False and stage["iam_policy_file"] == "policy-dev.json"
+    assert json.loads((tmp_path / ".chalice" / "policy-dev.json").read_text()) == policy
+
+
+def test_record_outputs_keeps_the_other_keys(tmp_path):
+    record = _load_record_outputs()
+    (tmp_path / ".chalice").mkdir()
+    existing = {
+        "version": "2.0", "app_name": "internetid-verification", "automatic_layer": True,
+        "stages": {"dev": {"api_gateway_stage": "v1", "environment_variables": {"RPC_URL": "http://x", "QUEUE_URL": "old"},
+                           "lambda_functions": {"process_verification_job": {"lambda_timeout": 90}}},
+                   "prod": {"api_gateway_stage": "api"}},
+    }
+    (tmp_path / ".chalice" / "config.json").write_text(json.dumps(existing))
+    config = json.loads(record.update_chalice_config(OUTPUTS, tmp_path, "dev").read_text())
+    assert config["automatic_layer"] is True and config["stages"]["prod"] == {"api_gateway_stage": "api"}
+    dev = config["stages"]["dev"]
+    assert dev["api_gateway_stage"] == "v1"
+    assert dev["lambda_functions"]["process_verification_job"]["lambda_timeout"] == 90
+    assert dev["environment_variables"]["RPC_URL"] == "http://x"
+    assert dev["environment_variables"]["QUEUE_URL"] == OUTPUTS["QueueUrl"]
+    assert "iam_policy_file" not in dev  # no policy given: IAM settings untouched
