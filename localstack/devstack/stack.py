@@ -103,7 +103,8 @@ class Stack:
         logs.mkdir(parents=True, exist_ok=True)
         try:
             self._start_services()
-            self.api = ManagedProcess("api", self._api_argv(), self.env, logs, opts.quiet)
+            port = int(self.endpoints["api_url"].rsplit(":", 1)[1])
+            self.api = ManagedProcess("api", self.api_argv(port), self.env, logs, opts.quiet)
             self.api.start()
             self.runner = ManagedProcess("runner", self._runner_argv(), self.env, logs, opts.quiet)
             self.runner.start()
@@ -173,10 +174,11 @@ class Stack:
         }
         log.info("services up in %.1fs", time.monotonic() - started)
 
-    def _api_argv(self) -> list[str]:
-        port = self.endpoints["api_url"].rsplit(":", 1)[1]
+    @staticmethod
+    def api_argv(port: int) -> list[str]:
+        """`chalice local` for this project, on loopback, with the `local` stage (no deployed settings)."""
         chalice = str(Path(sys.executable).parent / "chalice")
-        return [chalice, "local", "--host", "127.0.0.1", "--port", port, "--stage", "local", "--no-autoreload"]
+        return [chalice, "local", "--host", "127.0.0.1", "--port", str(port), "--stage", "local", "--no-autoreload"]
 
     def _runner_argv(self) -> list[str]:
         return [sys.executable, "-m", "devstack.runner", "--project-dir", str(PROJECT_ROOT)]

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 import requests
 
 from devstack.anchoring import Anchored, anchor, new_funded_key
-from devstack.stack import Stack, StackOptions
+from devstack.stack import ManagedProcess, Stack, StackOptions, free_port
 
 API_KEY = "test-api-key"
 FAST_SETTINGS = {
@@ -116,6 +117,31 @@ def anchored(stack: Stack, creator_key: str) -> Callable[..., Anchored]:
 def db(stack: Stack) -> Iterator[psycopg.Connection]:
     with psycopg.connect(stack.endpoints["database_url"], autocommit=True) as conn:
         yield conn
+
+
+@contextmanager
+def extra_api(stack: Stack, env_overrides: dict[str, str | None], work_dir: Path) -> Iterator[Api]:
+    """A second `chalice local` on the same services with other settings (None removes one)."""
+    env = {k: v for k, v in {**stack.env, **env_overrides}.items() if v is not None}
+    port = free_port()
+    process = ManagedProcess(f"api-{port}", stack.api_argv(port), env, work_dir, True)
+    process.start()
+    try:
+        extra = Api(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 60
+        while not _answers(extra.base_url + "/api/health"):
+            assert process.alive() and time.monotonic() < deadline, f"extra API did not start: {process.log_path}"
+            time.sleep(0.2)
+        yield extra
+    finally:
+        process.stop()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code in (200, 503)
+    except requests.RequestException:
+        return False
 
 
 def history_rows(db: psycopg.Connection, job_id: str) -> int:

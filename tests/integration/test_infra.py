@@ -30,7 +30,7 @@ ALARM_NAMES = {
     f"{QUEUE_NAME}-oldest-message-age": ("AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", QUEUE_NAME),
     f"{QUEUE_NAME}-worker-errors": ("AWS/Lambda", "Errors", "FunctionName",
                                     "internetid-verification-dev-process_verification_job"),
-    f"{QUEUE_NAME}-jobs-failed": ("InternetID/Verification", "JobsFailed", "Service", "verification-queue"),
+    f"{QUEUE_NAME}-jobs-failed": ("InternetID/Verification", "JobsFailed", "service", "verification-queue"),
 }
 
 

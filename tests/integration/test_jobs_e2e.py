@@ -12,11 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 import pytest
-import requests
 
 from devstack.anchoring import ipfs_add, sign_manifest
-from devstack.stack import ManagedProcess, free_port
-from tests.integration.conftest import API_KEY, form, history_rows
+from devstack.stack import free_port
+from tests.integration.conftest import API_KEY, extra_api, form, history_rows
 
 ADMIN = {"x-api-key": API_KEY}
 
@@ -276,28 +275,11 @@ def test_health_reports_every_dependency(api):
 
 
 def test_without_a_queue_the_job_endpoint_verifies_synchronously(stack, anchored, tmp_path):
-    env = {k: v for k, v in stack.env.items() if k != "QUEUE_URL"}
-    port = free_port()
-    chalice = stack.api.argv[0]
-    api_process = ManagedProcess("api-sync", [chalice, "local", "--host", "127.0.0.1", "--port", str(port),
-                                              "--stage", "local", "--no-autoreload"], env, tmp_path, True)
-    api_process.start()
-    try:
-        base = f"http://127.0.0.1:{port}"
-        _wait(lambda: _status(base + "/api/health"), lambda s: s == 200)
-        data = os.urandom(64)
-        item = anchored(data)
-        fields = {"registryAddress": stack.endpoints["registry_address"], "manifestURI": item.manifest_uri}
-        response = requests.post(base + "/api/verification-jobs/verify", **form(fields, data), timeout=60)
-    finally:
-        api_process.stop()
+    data = os.urandom(64)
+    item = anchored(data)
+    fields = {"registryAddress": stack.endpoints["registry_address"], "manifestURI": item.manifest_uri}
+    with extra_api(stack, {"QUEUE_URL": None}, tmp_path) as sync_api:
+        response = sync_api.post("/api/verification-jobs/verify", **form(fields, data))
     assert response.status_code == 200, response.text
     assert response.json()["mode"] == "sync"
     assert response.json()["result"]["status"] == "OK"
-
-
-def _status(url: str) -> int:
-    try:
-        return requests.get(url, timeout=2).status_code
-    except requests.RequestException:
-        return 0

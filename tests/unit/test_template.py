@@ -116,7 +116,7 @@ def test_alarms_watch_the_right_metrics(template):
     assert _default(template, errors["Dimensions"][0]["Value"]) == \
         "internetid-verification-dev-process_verification_job"
     failed = alarms[("InternetID/Verification", "JobsFailed")]
-    assert failed["Dimensions"] == [{"Name": "Service", "Value": "verification-queue"}]
+    assert failed["Dimensions"] == [{"Name": "service", "Value": "verification-queue"}]
     for alarm in alarms.values():
         assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
         assert alarm["TreatMissingData"] == "notBreaching"

@@ -1,0 +1,210 @@
+"""The HTTP side of the client: submit a file inline, create a presigned upload, send the file
+to storage, poll a job. Every failure surfaces as `ClientError` carrying what the server said,
+so the command line can print it and exit with the error code.
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin
+
+import requests
+
+from internetid_cli.formdata import StreamingForm
+
+JOBS = "/api/verification-jobs"
+FINISHED = ("completed", "failed")
+# Answers that mean "not now" rather than "no": worth retrying while polling.
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class ClientError(Exception):
+    """Anything that stops a verification: an HTTP error answer, a network failure, a failed job."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
+                 field: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.status, self.code, self.field = message, status, code, field
+
+    def __str__(self) -> str:
+        where = f"HTTP {self.status}" if self.status else None
+        details = ", ".join(p for p in (where, self.code, f"field {self.field}" if self.field else None) if p)
+        return f"{self.message} ({details})" if details else self.message
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the file is checked against: the same inputs for both upload paths."""
+
+    registry_address: str
+    manifest_uri: str
+    rpc_url: str | None = None
+
+    def form_fields(self) -> dict[str, str]:
+        fields = {"registryAddress": self.registry_address, "manifestURI": self.manifest_uri}
+        if self.rpc_url:
+            fields["rpcUrl"] = self.rpc_url
+        return fields
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A job the API accepted, or (when the deployment has no queue) the result it already has."""
+
+    job_id: str | None
+    poll_url: str | None
+    result: dict[str, Any] | None = None
+
+
+def error_from_response(response: requests.Response, what: str) -> ClientError:
+    """The API's `{"error", "code", "field"}` (or S3's XML error) as a ClientError."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("error"):
+        return ClientError(f"{what}: {body['error']}", status=response.status_code,
+                           code=body.get("code"), field=body.get("field"))
+    text = response.text or ""
+    code = re.search(r"<Code>([^<]*)</Code>", text)
+    message = re.search(r"<Message>([^<]*)</Message>", text)
+    if code or message:  # S3 answers in XML
+        return ClientError(f"{what}: {message.group(1) if message else 'storage refused the upload'}",
+                           status=response.status_code, code=code.group(1) if code else None)
+    snippet = " ".join(text.split())[:300] or response.reason or "no details"
+    return ClientError(f"{what}: {snippet}", status=response.status_code)
+
+
+class ApiClient:
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0,
+                 session: requests.Session | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session = session or requests.Session()
+        self.session.headers["User-Agent"] = "internetid-cli"
+        if api_key:
+            self.session.headers["x-api-key"] = api_key
+
+    def url(self, path: str) -> str:
+        """Poll URLs come back relative to the API; storage URLs are absolute."""
+        return urljoin(self.base_url + "/", path.lstrip("/")) if not re.match(r"^https?://", path) else path
+
+    def _send(self, method: str, url: str, what: str, attempts: int = 3, **kwargs: Any) -> requests.Response:
+        """One request; on 429/503 (the server says "not now" before doing anything) try again."""
+        kwargs.setdefault("timeout", self.timeout)
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self.session.request(method, url, **kwargs)
+            except requests.RequestException as exc:
+                raise ClientError(f"{what}: cannot reach {url}: {exc}") from exc
+            if response.status_code in (429, 503) and attempt < attempts:
+                time.sleep(retry_after(response, attempt))
+                continue
+            if response.status_code >= 400:
+                raise error_from_response(response, what)
+            return response
+        raise AssertionError("unreachable")
+
+    def submit_inline(self, kind: str, path: str | os.PathLike[str], target: Target, content_type: str,
+                      on_read: Callable[[int], None] | None = None) -> Submitted:
+        """POST the file with the form to /verify or /proof (files up to the inline cap)."""
+        form = StreamingForm(target.form_fields(), path, file_content_type=content_type, on_read=on_read)
+        response = self._send("POST", self.url(f"{JOBS}/{kind}"), "submitting the file", data=form,
+                              headers={"Content-Type": form.content_type})
+        body = _json(response, "submitting the file")
+        if body.get("mode") == "sync":
+            return Submitted(job_id=None, poll_url=None, result=body.get("result"))
+        return Submitted(job_id=body["jobId"], poll_url=body.get("pollUrl") or f"{JOBS}/{body['jobId']}")
+
+    def create_upload(self, kind: str, target: Target, filename: str, content_type: str, size: int) -> dict[str, Any]:
+        """A job awaiting its file, with the presigned POST to send the file straight to storage."""
+        payload: dict[str, Any] = {"type": kind, **target.form_fields(), "filename": filename,
+                                   "contentType": content_type, "size": size}
+        response = self._send("POST", self.url(f"{JOBS}/uploads"), "creating the upload", json=payload)
+        return _json(response, "creating the upload")
+
+    def upload_file(self, upload: Mapping[str, Any], path: str | os.PathLike[str], content_type: str,
+                    on_read: Callable[[int], None] | None = None,
+                    on_restart: Callable[[], None] | None = None, attempts: int = 3) -> None:
+        """POST the file to the presigned URL, `fields` first and `file` last, streamed from disk.
+
+        A broken connection or a 5xx from storage is retried from the start (the presigned POST
+        stays valid until it expires); a 4xx is final (policy refused, expired, too large).
+        """
+        fields = {str(k): str(v) for k, v in (upload.get("fields") or {}).items()}
+        url = upload["url"]
+        for attempt in range(1, attempts + 1):
+            form = StreamingForm(fields, path, file_content_type=content_type, on_read=on_read)
+            try:
+                response = self.session.post(url, data=form, headers={"Content-Type": form.content_type},
+                                             timeout=(self.timeout, max(self.timeout, 300.0)))
+            except requests.RequestException as exc:
+                if attempt == attempts:
+                    raise ClientError(f"uploading the file to storage: {exc}") from exc
+            else:
+                if response.status_code < 400:
+                    return
+                if response.status_code < 500 or attempt == attempts:
+                    raise error_from_response(response, "uploading the file to storage")
+            if on_restart:
+                on_restart()
+            time.sleep(min(2.0 ** attempt, 10.0))
+
+    def get_job(self, poll_url: str) -> dict[str, Any]:
+        try:
+            response = self.session.get(self.url(poll_url), timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise ClientError(f"reading the job: cannot reach {self.url(poll_url)}: {exc}") from exc
+        if response.status_code >= 400:
+            raise error_from_response(response, "reading the job")
+        return _json(response, "reading the job")
+
+    def wait_for_job(self, poll_url: str, on_update: Callable[[dict[str, Any]], None] | None = None,
+                     interval: float = 0.5, timeout: float = 900.0, max_backoff: float = 15.0,
+                     sleep: Callable[[float], None] = time.sleep,
+                     clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
+        """Poll until the job is completed or failed. Throttling, 5xx and network trouble are
+        waited out with exponential backoff (the job keeps running meanwhile); a 4xx is final."""
+        deadline = clock() + timeout
+        failures = 0
+        while True:
+            try:
+                job = self.get_job(poll_url)
+            except ClientError as exc:
+                if exc.status is not None and exc.status not in RETRYABLE_STATUSES:
+                    raise
+                failures += 1
+                last_error: ClientError | None = exc
+            else:
+                failures, last_error = 0, None
+                if on_update:
+                    on_update(job)
+                if job.get("status") in FINISHED:
+                    return job
+            if clock() >= deadline:
+                reason = f"; last error: {last_error}" if last_error else ""
+                raise ClientError(f"the job did not finish within {timeout:.0f}s (poll {self.url(poll_url)}){reason}")
+            delay = interval if failures == 0 else min(interval * 2.0 ** failures, max_backoff)
+            sleep(max(0.0, min(delay, deadline - clock())))
+
+
+def retry_after(response: requests.Response, attempt: int) -> float:
+    """The server's Retry-After when it gives one in seconds, else exponential backoff."""
+    value = response.headers.get("Retry-After", "")
+    if value.isdigit():
+        return min(float(value), 30.0)
+    return min(0.5 * 2.0 ** attempt, 10.0)
+
+
+def _json(response: requests.Response, what: str) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise ClientError(f"{what}: the answer is not JSON", status=response.status_code) from exc
+    if not isinstance(body, dict):
+        raise ClientError(f"{what}: the answer is not a JSON object", status=response.status_code)
+    return body
