@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from chalice import Chalice, Response
-from chalice.app import S3Event, SQSEvent
+from chalice.app import SQSEvent
 
 from chalicelib import auth, forms, health, pipeline, service, sweeper
 from chalicelib.config import settings
@@ -159,12 +159,13 @@ def process_verification_job(event: SQSEvent) -> None:
         pipeline.run_job(settings(), delivery)
 
 
-@app.on_s3_event(bucket=settings().upload_bucket or "internetid-uploads", events=["s3:ObjectCreated:*"],
-                 prefix=settings().uploads_prefix)
-def upload_arrived(event: S3Event) -> None:
-    """A presigned upload landed: queue its job."""
-    for record in event.to_dict()["Records"]:
-        sweeper.upload_arrived(settings(), *pipeline.object_from_s3_record(record))
+@app.on_sqs_message(queue=settings().upload_events_queue_name, batch_size=10)
+def upload_arrived(event: SQSEvent) -> None:
+    """A presigned upload landed: queue its job. The bucket notifies this queue (see
+    infra/template.yaml) rather than the function, so events survive a handler outage."""
+    for record in event:
+        for key, size in pipeline.objects_from_s3_notification(record.body):
+            sweeper.upload_arrived(settings(), key, size)
 
 
 @app.schedule("rate(1 minute)")

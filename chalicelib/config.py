@@ -14,6 +14,18 @@ MIB = 1024 * 1024
 GIB = 1024 * MIB
 
 
+# Outputs of the infra stack (infra/template.yaml) -> the settings they feed. Used to write the
+# Chalice stage's environment on AWS and the local stack's environment alike.
+STACK_OUTPUT_ENVIRONMENT = {
+    "UploadBucketName": "UPLOAD_BUCKET",
+    "QueueUrl": "QUEUE_URL",
+    "QueueName": "QUEUE_NAME",
+    "DeadLetterQueueUrl": "DEAD_LETTER_QUEUE_URL",
+    "DeadLetterQueueName": "DEAD_LETTER_QUEUE_NAME",
+    "UploadEventsQueueName": "UPLOAD_EVENTS_QUEUE_NAME",
+}
+
+
 def _bool(value: str | None, default: bool = False) -> bool:
     if value is None or value.strip() == "":
         return default
@@ -49,6 +61,7 @@ class Settings:
     dead_letter_queue_url: str | None = None
     queue_name: str = "internetid-verification"
     dead_letter_queue_name: str = "internetid-verification-dlq"
+    upload_events_queue_name: str = "internetid-verification-upload-events"
     database_pool_max: int = 4
 
     # Chain and manifests.
@@ -91,6 +104,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         dead_letter_queue_url=_str(env.get("DEAD_LETTER_QUEUE_URL")),
         queue_name=env.get("QUEUE_NAME") or d.queue_name,
         dead_letter_queue_name=env.get("DEAD_LETTER_QUEUE_NAME") or d.dead_letter_queue_name,
+        upload_events_queue_name=env.get("UPLOAD_EVENTS_QUEUE_NAME") or d.upload_events_queue_name,
         database_pool_max=_int(env.get("DATABASE_POOL_MAX"), d.database_pool_max),
         rpc_url=_str(env.get("RPC_URL")),
         ipfs_gateway=(env.get("IPFS_GATEWAY") or d.ipfs_gateway).rstrip("/"),

@@ -8,6 +8,7 @@ code) redelivers it and, after `maxReceiveCount` receives, moves it to the dead-
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -42,10 +43,22 @@ def delivery_from_record(record: dict[str, Any]) -> Delivery | None:
     return Delivery(job_id=job_id, receive_count=receive_count, receipt_handle=record["receiptHandle"])
 
 
-def object_from_s3_record(record: dict[str, Any]) -> tuple[str, int | None]:
-    """(key, size) of an S3 ObjectCreated record; keys arrive URL-encoded."""
-    obj = record["s3"]["object"]
-    return unquote_plus(obj["key"]), obj.get("size")
+def objects_from_s3_notification(body: str) -> list[tuple[str, int | None]]:
+    """(key, size) of each ObjectCreated record of an S3 notification delivered through SQS.
+
+    Keys arrive URL-encoded. S3's `s3:TestEvent` (sent when notifications are configured)
+    and anything else without records yield nothing.
+    """
+    try:
+        notification = json.loads(body)
+    except ValueError:
+        return []
+    records = notification.get("Records", []) if isinstance(notification, dict) else []
+    return [
+        (unquote_plus(r["s3"]["object"]["key"]), r["s3"]["object"].get("size"))
+        for r in records
+        if str(r.get("eventName", "")).startswith("ObjectCreated") and "s3" in r
+    ]
 
 
 def run_job(settings: Settings, delivery: Delivery) -> None:
@@ -72,8 +85,14 @@ def _execute(settings: Settings, job: jobs.Job) -> dict[str, Any]:
         jobs.set_progress(job.id, value)
 
     if job.object_key:
-        _size, chunks = storage.stream_object(settings, job.object_key)
+        hash_started = time.monotonic()
+        size, chunks = storage.stream_object(settings, job.object_key)
         file_hash = sha256_stream(chunks)
+        elapsed = time.monotonic() - hash_started
+        logger.info("upload hashed", extra={
+            "job_id": job.id, "bytes": size, "seconds": elapsed,
+            "mib_per_s": size / (1024 * 1024) / elapsed if elapsed > 0 else None,
+        })
         jobs.set_content_hash(job.id, file_hash)
     else:
         file_hash = job.content_hash

@@ -13,7 +13,7 @@ This script reads the stack's outputs (``describe_stacks``; boto3 honours ``AWS_
 so the same command works against LocalStack or moto) and writes into ``.chalice/config.json``:
 
 * ``stages.<stage>.environment_variables``: ``UPLOAD_BUCKET``, ``QUEUE_URL``, ``QUEUE_NAME``,
-  ``DEAD_LETTER_QUEUE_URL``, ``DEAD_LETTER_QUEUE_NAME`` (other variables already there are kept);
+  ``DEAD_LETTER_QUEUE_URL``, ``DEAD_LETTER_QUEUE_NAME``, ``UPLOAD_EVENTS_QUEUE_NAME`` (other variables already there are kept);
 * the functions' permissions, as ``autogen_policy: false`` and ``iam_policy_file:
   "policy-<stage>.json"`` for the stage, with ``.chalice/policy-<stage>.json`` holding the
   document of the stack's managed policy (output ``FunctionPolicyArn``, read back from IAM).
@@ -40,19 +40,15 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
+from chalicelib.config import STACK_OUTPUT_ENVIRONMENT
+
 DEFAULT_STACK_NAME = "internetid-verification-resources"
 APP_NAME = "internetid-verification"
 WORKER_FUNCTION = "process_verification_job"
 WORKER_TIMEOUT_SECONDS = 60
 
-# Stack output -> environment variable of the functions (see chalicelib/config.py).
-OUTPUT_ENVIRONMENT = {
-    "UploadBucketName": "UPLOAD_BUCKET",
-    "QueueUrl": "QUEUE_URL",
-    "QueueName": "QUEUE_NAME",
-    "DeadLetterQueueUrl": "DEAD_LETTER_QUEUE_URL",
-    "DeadLetterQueueName": "DEAD_LETTER_QUEUE_NAME",
-}
+# Stack output -> environment variable of the functions.
+OUTPUT_ENVIRONMENT = STACK_OUTPUT_ENVIRONMENT
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,6 @@ Usage::
 
     with start_emulator("moto") as aws:          # or "localstack"
         outputs = aws.apply_template({"VisibilityTimeoutSeconds": 30})
-        aws.add_upload_notifications()           # S3 ObjectCreated under uploads/ -> local SQS queue
         env = {**aws.aws_env(), **aws.app_env()}  # AWS_ENDPOINT_URL, credentials, UPLOAD_BUCKET, ...
 
 Command line: ``python -m devstack.emulator [--backend moto|localstack]`` applies the template,
@@ -41,6 +40,8 @@ import yaml
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from chalicelib.config import STACK_OUTPUT_ENVIRONMENT
+
 from . import localstack_host
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,18 +49,9 @@ TEMPLATE_PATH = REPO_ROOT / "infra" / "template.yaml"
 DEFAULT_STACK_NAME = "internetid-verification-resources"
 DEFAULT_REGION = "us-east-1"
 CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
-UPLOAD_EVENTS_QUEUE = "internetid-verification-s3-events"
-UPLOAD_NOTIFICATION_ID = "local-uploads-to-sqs"
 BACKENDS = ("moto", "localstack")
 
 # Stack output -> the app's environment variable (chalicelib/config.py); as infra/record_outputs.py.
-OUTPUT_ENVIRONMENT = {
-    "UploadBucketName": "UPLOAD_BUCKET",
-    "QueueUrl": "QUEUE_URL",
-    "QueueName": "QUEUE_NAME",
-    "DeadLetterQueueUrl": "DEAD_LETTER_QUEUE_URL",
-    "DeadLetterQueueName": "DEAD_LETTER_QUEUE_NAME",
-}
 
 
 class EmulatorError(RuntimeError):
@@ -261,6 +253,15 @@ def _lifecycle_rules(cfn_rules: list[Mapping[str, Any]]) -> list[dict]:
     return rules
 
 
+def _queue_notification(cfn: Mapping[str, Any]) -> dict:
+    """A CloudFormation QueueConfiguration as S3's API spells it."""
+    rules = cfn.get("Filter", {}).get("S3Key", {}).get("Rules", [])
+    notification: dict[str, Any] = {"QueueArn": cfn["Queue"], "Events": [cfn["Event"]]}
+    if rules:
+        notification["Filter"] = {"Key": {"FilterRules": [{"Name": r["Name"], "Value": r["Value"]} for r in rules]}}
+    return notification
+
+
 def _cors_rules(cfn_rules: list[Mapping[str, Any]]) -> list[dict]:
     names = {"Id": "ID", "AllowedMethods": "AllowedMethods", "AllowedOrigins": "AllowedOrigins",
              "AllowedHeaders": "AllowedHeaders", "ExposedHeaders": "ExposeHeaders", "MaxAge": "MaxAgeSeconds"}
@@ -305,7 +306,6 @@ class Emulator:
         self.stack_name: str | None = None
         self.parameters: dict[str, str] = {}
         self.filled_in: list[str] = []  # "LogicalId:what" created through service APIs, not by the stack
-        self.upload_events_queue_url: str | None = None
         self.details: dict[str, Any] = dict(details or {})
         self._on_stop = on_stop
         self._clients: dict[str, Any] = {}
@@ -331,7 +331,7 @@ class Emulator:
 
     def app_env(self) -> dict[str, str]:
         """The app's settings from the stack outputs (UPLOAD_BUCKET, QUEUE_URL, ...)."""
-        return {env: self.outputs[key] for key, env in OUTPUT_ENVIRONMENT.items() if key in self.outputs}
+        return {env: self.outputs[key] for key, env in STACK_OUTPUT_ENVIRONMENT.items() if key in self.outputs}
 
     # -- the template
     def apply_template(self, parameters: Mapping[str, Any] | None = None,
@@ -369,7 +369,8 @@ class Emulator:
         # moto's CloudFormation reports queue URLs on the AWS host (https://sqs.<region>.amazonaws.com/...);
         # ask SQS itself for URLs on the emulator's endpoint.
         sqs = self.client("sqs")
-        for url_key, name_key in (("QueueUrl", "QueueName"), ("DeadLetterQueueUrl", "DeadLetterQueueName")):
+        for url_key, name_key in (("QueueUrl", "QueueName"), ("DeadLetterQueueUrl", "DeadLetterQueueName"),
+                                  ("UploadEventsQueueUrl", "UploadEventsQueueName")):
             if name_key in self.outputs:
                 self.outputs[url_key] = sqs.get_queue_url(QueueName=self.outputs[name_key])["QueueUrl"]
         self._fill_in(load_template(template_path), params, stack_name)
@@ -443,6 +444,15 @@ class Emulator:
                 if _missing(lambda: s3.get_bucket_policy(Bucket=props["Bucket"]), "NoSuchBucketPolicy"):
                     s3.put_bucket_policy(Bucket=props["Bucket"], Policy=json.dumps(props["PolicyDocument"]))
                     self.filled_in.append(f"{logical_id}:bucket-policy")
+            elif kind == "AWS::SQS::QueuePolicy":
+                sqs = self.client("sqs")
+                for queue_url in props["Queues"]:
+                    url = sqs.get_queue_url(QueueName=queue_url.rstrip("/").rsplit("/", 1)[1])["QueueUrl"]
+                    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])
+                    if "Policy" not in attributes.get("Attributes", {}):
+                        sqs.set_queue_attributes(QueueUrl=url,
+                                                 Attributes={"Policy": json.dumps(props["PolicyDocument"])})
+                        self.filled_in.append(f"{logical_id}:queue-policy")
             elif kind == "AWS::SNS::Subscription":
                 subs = sns.list_subscriptions_by_topic(TopicArn=props["TopicArn"])["Subscriptions"]
                 if not any(s["Protocol"] == props["Protocol"] and s["Endpoint"] == props["Endpoint"] for s in subs):
@@ -476,24 +486,19 @@ class Emulator:
         ):
             s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls=props["OwnershipControls"])
             self.filled_in.append(f"{logical_id}:ownership-controls")
+        if "NotificationConfiguration" in props:
+            current = s3.get_bucket_notification_configuration(Bucket=bucket)
+            if not current.get("QueueConfigurations"):
+                queues = [_queue_notification(q) for q in props["NotificationConfiguration"]["QueueConfigurations"]]
+                s3.put_bucket_notification_configuration(Bucket=bucket,
+                                                         NotificationConfiguration={"QueueConfigurations": queues})
+                self.filled_in.append(f"{logical_id}:notifications")
         if "BucketEncryption" in props and _missing(
             lambda: s3.get_bucket_encryption(Bucket=bucket), "ServerSideEncryptionConfigurationNotFoundError"
         ):
             rules = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
             s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": rules})
             self.filled_in.append(f"{logical_id}:encryption")
-
-    # -- local S3 -> SQS wiring for the event-source runner
-    def add_upload_notifications(self, bucket: str | None = None, queue_name: str = UPLOAD_EVENTS_QUEUE,
-                                 prefix: str = "uploads/") -> str:
-        """Send the bucket's ObjectCreated events under ``prefix`` to a local queue; returns its URL."""
-        bucket = bucket or self.outputs.get("UploadBucketName")
-        if not bucket:
-            raise EmulatorError("no bucket: apply_template first or pass bucket=")
-        url = add_upload_notifications(bucket, queue_name, prefix=prefix,
-                                       s3=self.client("s3"), sqs=self.client("sqs"))
-        self.upload_events_queue_url = url
-        return url
 
     # -- lifetime
     def stop(self) -> None:
@@ -512,49 +517,6 @@ class Emulator:
 
 
 AwsBackend = Emulator
-
-
-def add_upload_notifications(bucket: str, queue_name: str = UPLOAD_EVENTS_QUEUE, *, prefix: str = "uploads/",
-                             s3: Any = None, sqs: Any = None) -> str:
-    """Create the local-only queue ``queue_name`` and send ``s3:ObjectCreated:*`` events of
-    ``bucket`` under ``prefix`` to it; returns the queue URL.
-
-    On AWS, Chalice's ``on_s3_event`` has S3 invoke the Lambda function directly; locally the
-    event-source runner reads this queue and hands the S3 event records to the same handler.
-    Both moto and LocalStack first deliver an ``s3:TestEvent`` message (``{"Event":
-    "s3:TestEvent", ...}``, no ``Records``), as AWS does: the reader must skip it. Without
-    clients, boto3's defaults (and so ``AWS_ENDPOINT_URL``) are used.
-    """
-    s3 = s3 or boto3.client("s3")
-    sqs = sqs or boto3.client("sqs")
-    queue_url = sqs.create_queue(QueueName=queue_name)["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "AllowUploadBucketEvents",
-            "Effect": "Allow",
-            "Principal": {"Service": "s3.amazonaws.com"},
-            "Action": "sqs:SendMessage",
-            "Resource": queue_arn,
-            "Condition": {"ArnLike": {"aws:SourceArn": f"arn:aws:s3:::{bucket}"}},
-        }],
-    }
-    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
-    current = s3.get_bucket_notification_configuration(Bucket=bucket)
-    current.pop("ResponseMetadata", None)
-    queues = [q for q in current.get("QueueConfigurations", []) if q.get("Id") != UPLOAD_NOTIFICATION_ID]
-    queues.append({
-        "Id": UPLOAD_NOTIFICATION_ID,
-        "QueueArn": queue_arn,
-        "Events": ["s3:ObjectCreated:*"],
-        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}},
-    })
-    config = {k: v for k, v in current.items()
-              if k in ("TopicConfigurations", "LambdaFunctionConfigurations", "EventBridgeConfiguration")}
-    config["QueueConfigurations"] = queues
-    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=config)
-    return queue_url
 
 
 # --------------------------------------------------------------------------------------------

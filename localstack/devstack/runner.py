@@ -1,13 +1,11 @@
 """A local stand-in for Lambda's event sources: it long-polls SQS and calls the very handlers
 that `app.py` registered with Chalice, with the event shapes Lambda would send.
 
-- SQS sources (`@app.on_sqs_message`): one record per invocation (batch size of the handler),
+- SQS sources (`@app.on_sqs_message`): up to the handler's batch size of records per invocation,
   attributes included (ApproximateReceiveCount drives the retry logic); the message is deleted
   when the handler returns and left alone when it raises, exactly as Lambda's event source
   mapping does, so SQS redelivers it after its visibility timeout and dead-letters it after
   maxReceiveCount receives.
-- S3 sources (`@app.on_s3_event`): the bucket notifies a local queue; each notification's
-  records are handed to the handler as an S3 event.
 - Schedules (`@app.schedule`): called every `schedule_interval` seconds.
 
 Several worker threads play the part of Lambda's concurrency.
@@ -16,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import os
 import signal
@@ -29,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import boto3
-from chalice.app import S3EventConfig, ScheduledEventConfig, SQSEventConfig
+from chalice.app import ScheduledEventConfig, SQSEventConfig
 
 log = logging.getLogger("devstack.runner")
 REGION = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
@@ -59,7 +56,6 @@ class Source:
     queue_url: str
     queue_arn: str
     batch_size: int
-    s3: bool = False
 
 
 def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
@@ -87,12 +83,11 @@ def scheduled_event(rule_name: str) -> dict[str, Any]:
 
 
 class EventSourceRunner:
-    def __init__(self, app_module: Any, s3_events_queue_url: str | None, workers: int = 4,
-                 poll_wait_seconds: int = 1, schedule_interval_seconds: float = 10.0) -> None:
+    def __init__(self, app_module: Any, workers: int = 4, poll_wait_seconds: int = 1,
+                 schedule_interval_seconds: float = 10.0) -> None:
         self.app_module = app_module
         self.app = app_module.app
         self.sqs = boto3.client("sqs")
-        self.s3_events_queue_url = s3_events_queue_url
         self.workers = workers
         self.poll_wait_seconds = poll_wait_seconds
         self.schedule_interval_seconds = schedule_interval_seconds
@@ -114,26 +109,21 @@ class EventSourceRunner:
                 url = self.sqs.get_queue_url(QueueName=config.queue)["QueueUrl"]
                 sources.append(Source(config.name, self._handler(config.handler_string), *self._queue(url),
                                       batch_size=config.batch_size))
-            elif isinstance(config, S3EventConfig):
-                if not self.s3_events_queue_url:
-                    log.warning("no S3 notification queue: %s will not run", config.name)
-                    continue
-                sources.append(Source(config.name, self._handler(config.handler_string),
-                                      *self._queue(self.s3_events_queue_url), batch_size=1, s3=True))
             elif isinstance(config, ScheduledEventConfig):
                 schedules.append(config)
+            else:
+                log.warning("%s: %s is not run locally", config.name, type(config).__name__)
         return sources, schedules
 
     def start(self) -> None:
         sources, schedules = self.sources()
         for source in sources:
-            count = self.workers if not source.s3 else 1
-            for i in range(count):
+            for i in range(self.workers):
                 self._spawn(f"{source.name}-{i}", self._poll, source)
         for config in schedules:
             self._spawn(config.name, self._tick, config)
         log.info("event-source runner started: %s; schedules: %s",
-                 ", ".join(f"{s.name}({'s3' if s.s3 else 'sqs'})" for s in sources),
+                 ", ".join(s.name for s in sources),
                  ", ".join(c.name for c in schedules))
 
     def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
@@ -163,12 +153,7 @@ class EventSourceRunner:
 
     def _invoke(self, source: Source, messages: list[dict[str, Any]]) -> None:
         try:
-            if source.s3:
-                for message in messages:
-                    for event in _s3_events(message["Body"]):
-                        source.handler(event, LambdaContext(source.name))
-            else:
-                source.handler(sqs_event(messages, source.queue_arn), LambdaContext(source.name))
+            source.handler(sqs_event(messages, source.queue_arn), LambdaContext(source.name))
         except Exception as exc:
             # Lambda leaves the batch on the queue when the function fails; so do we.
             log.info("%s raised %s: %s; the message stays for redelivery", source.name, type(exc).__name__, exc)
@@ -187,23 +172,16 @@ class EventSourceRunner:
                 log.exception("scheduled handler %s failed", config.name)
 
 
-def _s3_events(body: str) -> list[dict[str, Any]]:
-    """Lambda S3 events (one record each) from an S3→SQS notification; test events yield none."""
-    notification = json.loads(body)
-    return [{"Records": [record]} for record in notification.get("Records", []) if "s3" in record]
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run app.py's event handlers against SQS, as Lambda would.")
     parser.add_argument("--project-dir", default=".", type=Path)
     parser.add_argument("--workers", type=int, default=int(os.environ.get("RUNNER_WORKERS", "4")))
     parser.add_argument("--schedule-interval", type=float,
                         default=float(os.environ.get("SCHEDULE_INTERVAL_SECONDS", "10")))
-    parser.add_argument("--s3-events-queue-url", default=os.environ.get("S3_EVENTS_QUEUE_URL"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s runner %(message)s")
     sys.path.insert(0, str(args.project_dir.resolve()))
-    runner = EventSourceRunner(importlib.import_module("app"), args.s3_events_queue_url, workers=args.workers,
+    runner = EventSourceRunner(importlib.import_module("app"), workers=args.workers,
                                schedule_interval_seconds=args.schedule_interval)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -25,7 +25,6 @@ from devstack.postgres import start_postgres
 
 log = logging.getLogger("devstack")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-UPLOAD_EVENTS_QUEUE = "internetid-upload-events"
 
 
 def free_port() -> int:
@@ -118,9 +117,11 @@ class Stack:
     def _start_services(self) -> None:
         opts = self.options
         started = time.monotonic()
-        self.emulator = start_emulator(opts.backend, opts.work_dir)
+        # moto runs as its own process: its state is per process, so a second emulator in the
+        # same process (tests do that) would share it; and it keeps moto off the chain's core.
+        extra = {"in_process": False} if opts.backend == "moto" else {}
+        self.emulator = start_emulator(opts.backend, opts.work_dir, **extra)
         outputs = self.emulator.apply_template(opts.template_parameters)
-        events_queue_url = self.emulator.add_upload_notifications(outputs["UploadBucketName"], UPLOAD_EVENTS_QUEUE)
         database_url = os.environ.get("DATABASE_URL")
         if not database_url:
             self.postgres = start_postgres(opts.work_dir / "pgdata")
@@ -136,21 +137,13 @@ class Stack:
         api_port = opts.api_port or free_port()
         self.env = {
             **os.environ,
-            "AWS_ENDPOINT_URL": self.emulator.endpoint_url,
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
-            "AWS_DEFAULT_REGION": self.emulator.region,
+            **self.emulator.aws_env(),
+            **self.emulator.app_env(),  # bucket and queues, from the template's outputs
             "DATABASE_URL": database_url,
-            "UPLOAD_BUCKET": outputs["UploadBucketName"],
-            "QUEUE_URL": outputs["QueueUrl"],
-            "QUEUE_NAME": outputs["QueueName"],
-            "DEAD_LETTER_QUEUE_URL": outputs["DeadLetterQueueUrl"],
-            "DEAD_LETTER_QUEUE_NAME": outputs["DeadLetterQueueName"],
             "RPC_URL": self.chain.rpc_url,
             "IPFS_GATEWAY": self.ipfs.gateway_url,
             "ALLOW_PRIVATE_NETWORKS": "true",
             "REGISTRY_START_BLOCK": "0",
-            "S3_EVENTS_QUEUE_URL": events_queue_url,
             "RUNNER_WORKERS": str(opts.workers),
             "SCHEDULE_INTERVAL_SECONDS": str(opts.schedule_interval_seconds),
             "PYTHONUNBUFFERED": "1",
@@ -171,6 +164,7 @@ class Stack:
             "upload_bucket": outputs["UploadBucketName"],
             "queue_url": outputs["QueueUrl"],
             "dead_letter_queue_url": outputs["DeadLetterQueueUrl"],
+            "upload_events_queue_url": outputs["UploadEventsQueueUrl"],
         }
         log.info("services up in %.1fs", time.monotonic() - started)
 
@@ -188,8 +182,9 @@ class Stack:
         url = f"{self.endpoints['api_url']}/api/health"
         last = "no answer"
         while time.monotonic() < deadline:
-            if not self.api.alive():
-                raise RuntimeError(f"the API exited; see {self.api.log_path}")
+            for child in (self.api, self.runner):
+                if not child.alive():
+                    raise RuntimeError(f"the {child.name} process exited; see {child.log_path}")
             try:
                 response = requests.get(url, timeout=2)
                 if response.status_code == 200:

@@ -137,9 +137,8 @@ def test_function_policy_and_chalice_config_are_recorded(aws, tmp_path):
     assert env["QUEUE_NAME"] == QUEUE_NAME and env["DEAD_LETTER_QUEUE_NAME"] == DLQ_NAME
 
 
-def test_uploads_notify_the_local_queue(aws):
-    queue_url = aws.add_upload_notifications()
-    assert aws.add_upload_notifications() == queue_url  # idempotent
+def test_uploads_notify_the_upload_events_queue(aws):
+    queue_url = aws.outputs["UploadEventsQueueUrl"]
     config = aws.client("s3").get_bucket_notification_configuration(Bucket=aws.outputs["UploadBucketName"])
     assert len(config["QueueConfigurations"]) == 1
     s3, sqs = aws.client("s3"), aws.client("sqs")

@@ -67,7 +67,7 @@ def test_a_repeated_s3_event_enqueues_the_job_once(stack, api, anchored, db):
                "object": {"key": key, "size": len(data)}},
     }]}
     sqs = _client(stack, "sqs")
-    events_queue = stack.env["S3_EVENTS_QUEUE_URL"]
+    events_queue = stack.endpoints["upload_events_queue_url"]
     sqs.send_message(QueueUrl=events_queue, MessageBody=json.dumps(repeat))
     _drain(sqs, events_queue)
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from chalicelib.config import STACK_OUTPUT_ENVIRONMENT
+
 from devstack.emulator import TemplateResolver, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,7 +129,18 @@ def test_outputs_cover_the_app_settings(template):
     assert set(template["Outputs"]) == {
         "UploadBucketName", "QueueUrl", "QueueName", "QueueArn", "DeadLetterQueueUrl",
         "DeadLetterQueueName", "DeadLetterQueueArn", "AlarmTopicArn", "FunctionPolicyArn",
+        "UploadEventsQueueUrl", "UploadEventsQueueName",
     }
+    assert set(STACK_OUTPUT_ENVIRONMENT) <= set(template["Outputs"])
+
+
+def test_uploads_notify_the_upload_events_queue(template):
+    bucket = template["Resources"]["UploadBucket"]
+    [notification] = bucket["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    assert notification["Event"] == "s3:ObjectCreated:*"
+    assert notification["Queue"] == {"Fn::GetAtt": ["UploadEventsQueue", "Arn"]}
+    assert notification["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix", "Value": {"Ref": "UploadsPrefix"}}]
+    assert bucket["DependsOn"] == "UploadEventsQueuePolicy"  # S3 checks the queue's policy on creation
 
 
 def test_function_policy_is_least_privilege(template):
@@ -151,6 +164,7 @@ def test_resolver_turns_alarm_properties_into_api_arguments(template):
     physical = {
         "WorkQueue": "http://127.0.0.1:1/123456789012/q",
         "DeadLetterQueue": "http://127.0.0.1:1/123456789012/q-dlq",
+        "UploadEventsQueue": "http://127.0.0.1:1/123456789012/q-upload-events",
         "AlarmTopic": "arn:aws:sns:us-east-1:123456789012:q-alarms",
         "UploadBucket": "the-bucket",
     }
@@ -163,7 +177,8 @@ def test_resolver_turns_alarm_properties_into_api_arguments(template):
     policy = r.resolve(template["Resources"]["FunctionPolicy"]["Properties"]["PolicyDocument"])
     resources = [s["Resource"] for s in policy["Statement"]]
     assert "arn:aws:s3:::the-bucket/uploads/*" in resources
-    assert ["arn:aws:sqs:us-east-1:123456789012:q", "arn:aws:sqs:us-east-1:123456789012:q-dlq"] in resources
+    assert ["arn:aws:sqs:us-east-1:123456789012:q", "arn:aws:sqs:us-east-1:123456789012:q-dlq",
+            "arn:aws:sqs:us-east-1:123456789012:q-upload-events"] in resources
     bucket = r.resolve(template["Resources"]["UploadBucket"]["Properties"])
     assert "BucketName" not in bucket  # AWS::NoValue when no name is given
     assert not r.enabled("AlarmEmailSubscription")
@@ -176,6 +191,7 @@ OUTPUTS = {
     "QueueName": "internetid-verification",
     "DeadLetterQueueUrl": "http://127.0.0.1:1/123456789012/internetid-verification-dlq",
     "DeadLetterQueueName": "internetid-verification-dlq",
+    "UploadEventsQueueName": "internetid-verification-upload-events",
     "FunctionPolicyArn": "arn:aws:iam::123456789012:policy/p",
 }
 
@@ -195,6 +211,7 @@ def test_record_outputs_creates_a_chalice_config(tmp_path):
         "QUEUE_NAME": "internetid-verification",
         "DEAD_LETTER_QUEUE_URL": OUTPUTS["DeadLetterQueueUrl"],
         "DEAD_LETTER_QUEUE_NAME": "internetid-verification-dlq",
+        "UPLOAD_EVENTS_QUEUE_NAME": "internetid-verification-upload-events",
     }
     assert stage["autogen_policy"] is False and stage["iam_policy_file"] == "policy-dev.json"
     assert json.loads((tmp_path / ".chalice" / "policy-dev.json").read_text()) == policy
