@@ -16,10 +16,11 @@ venv: $(STAMP)
 
 ## Run the whole stack locally (moto, Postgres, dev chain, dev IPFS node, API, workers) until Ctrl-C.
 up: venv
-	$(PY) -m devstack up
+	$(PY) -m devstack up $(if $(BACKEND),--backend $(BACKEND))
 
-## The whole test suite: unit tests, then integration tests against real local services.
-test: venv
+## The whole suite: contracts rebuilt and compared, unit tests, then integration tests against
+## real local services on moto and on LocalStack (installed into .venv-localstack on first use).
+test: venv contracts-check
 	$(PY) -m pytest tests
 
 unit: venv
@@ -38,6 +39,7 @@ contracts-check:
 
 bench: venv
 	$(PY) -m tests.bench.bench_pipeline
+	$(PY) -m tests.bench.bench_upload
 
 clean:
 	rm -rf $(VENV) .stack

@@ -28,21 +28,6 @@ def run_cfn_lint(*paths: Path) -> subprocess.CompletedProcess:
     )
 
 
-def chalice_package_lint(project_dir: Path, out_dir: Path, stage: str = "dev") -> subprocess.CompletedProcess:
-    """``chalice package`` the app, then cfn-lint the SAM template it wrote.
-
-    Returns the failing step's process (or cfn-lint's). For the app's own tests once app.py exists.
-    """
-    package = subprocess.run(
-        [sys.executable, "-c", "import sys; from chalice.cli import main; sys.exit(main())",
-         "--project-dir", str(project_dir), "package", "--stage", stage, str(out_dir)],
-        capture_output=True, text=True, timeout=600,
-    )
-    if package.returncode != 0:
-        return package
-    return run_cfn_lint(out_dir / "sam.json")
-
-
 def _load_record_outputs():
     spec = importlib.util.spec_from_file_location("record_outputs", ROOT / "infra" / "record_outputs.py")
     module = importlib.util.module_from_spec(spec)
