@@ -27,7 +27,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json
 
 from chalicelib.config import settings
 from chalicelib.db import connection
@@ -331,7 +331,7 @@ def complete_job(job_id: str, result: Mapping[str, Any], history: Mapping[str, A
                SELECT count(*) AS n FROM done""",
             {
                 "id": jid,
-                "result": Jsonb(dict(result)),
+                "result": Json(dict(result)),
                 "file_hash": history.get("file_hash"),
                 "manifest_uri": history.get("manifest_uri"),
                 "registry_address": history.get("registry_address"),

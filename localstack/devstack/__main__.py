@@ -6,12 +6,25 @@ import logging
 import os
 import signal
 import threading
+from pathlib import Path
 
+from devstack.anchoring import anchor, new_funded_key
 from devstack.stack import PROJECT_ROOT, Stack, StackOptions
 
 
-def banner(endpoints: dict) -> str:
+def publish_sample(endpoints: dict, work_dir: Path) -> tuple[Path, str]:
+    """A small file anchored by a fresh creator, so the printed curl example verifies OK."""
+    sample = work_dir / "sample.txt"
+    sample.write_bytes(f"Internet ID sample content, {os.urandom(8).hex()}\n".encode())
+    creator = new_funded_key(endpoints["rpc_url"], endpoints["funded_private_key"])
+    anchored = anchor(sample.read_bytes(), rpc_url=endpoints["rpc_url"], registry=endpoints["registry_address"],
+                      ipfs_api_url=endpoints["ipfs_api_url"], creator_key=creator, chain_id=endpoints["chain_id"])
+    return sample, anchored.manifest_uri
+
+
+def banner(endpoints: dict, sample: Path, manifest_uri: str) -> str:
     api = endpoints["api_url"]
+    sample_path = sample.relative_to(PROJECT_ROOT) if sample.is_relative_to(PROJECT_ROOT) else sample
     return f"""
 Internet ID verification queue is up ({endpoints['backend']} backend).
 
@@ -26,9 +39,9 @@ Internet ID verification queue is up ({endpoints['backend']} backend).
 Verify a file end to end (signs a manifest, pins it, registers it, uploads, polls):
   .venv/bin/internetid demo
 
-Or by hand, with a hash the dev chain does not know (a FAIL result):
-  curl -s -X POST {api}/api/verification-jobs/verify -H 'content-type: application/json' \\
-    -d '{{"contentHash":"0x{'ab' * 32}","registryAddress":"{endpoints['registry_address']}","manifestURI":"ipfs://QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH"}}'
+Or by hand: {sample_path} was just signed, pinned and registered; verify it and poll the job:
+  curl -s {api}/api/verification-jobs/verify -F file=@{sample_path} \\
+    -F registryAddress={endpoints['registry_address']} -F manifestURI={manifest_uri}
   curl -s {api}/api/verification-jobs/<jobId>
 
 Ctrl-C stops everything.
@@ -42,6 +55,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("API_PORT", "8000")))
     parser.add_argument("--workers", type=int, default=int(os.environ.get("RUNNER_WORKERS", "4")))
     args = parser.parse_args()
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # credential/endpoint chatter
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     options = StackOptions(backend=args.backend, work_dir=PROJECT_ROOT / ".stack", api_port=args.port,
                            workers=args.workers, quiet=False)
@@ -51,7 +65,8 @@ def main() -> None:
     stack = Stack(options)
     try:
         stack.start()
-        print(banner(stack.endpoints), flush=True)
+        sample, manifest_uri = publish_sample(stack.endpoints, options.work_dir)
+        print(banner(stack.endpoints, sample, manifest_uri), flush=True)
         stop.wait()
         print("stopping…", flush=True)
     finally:

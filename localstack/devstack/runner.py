@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--schedule-interval", type=float,
                         default=float(os.environ.get("SCHEDULE_INTERVAL_SECONDS", "10")))
     args = parser.parse_args(argv)
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # credential/endpoint chatter
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s runner %(message)s")
     sys.path.insert(0, str(args.project_dir.resolve()))
     runner = EventSourceRunner(importlib.import_module("app"), workers=args.workers,
