@@ -49,6 +49,13 @@ def test_presigned_upload_is_verified_without_a_second_call(stack, api, anchored
     assert job["result"]["status"] == "OK"
     assert history_rows(db, created["jobId"]) == 1
 
+    # The sweeper deletes a completed job's file (the stack sweeps every 2 s).
+    s3, key = _client(stack, "s3"), created["upload"]["fields"]["key"]
+    deadline = time.monotonic() + 30
+    while _object_exists(s3, stack.endpoints["upload_bucket"], key) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _object_exists(s3, stack.endpoints["upload_bucket"], key)
+
 
 def test_a_repeated_s3_event_enqueues_the_job_once(stack, api, anchored, db):
     data = os.urandom(1000)
@@ -134,6 +141,14 @@ class TestStorageEnforcesThePolicy:
 def _client(stack, service: str):
     return boto3.client(service, endpoint_url=stack.endpoints["aws_endpoint_url"], region_name="us-east-1",
                         aws_access_key_id="test", aws_secret_access_key="test")
+
+
+def _object_exists(s3, bucket: str, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+        return True
+    except s3.exceptions.ClientError:
+        return False
 
 
 def _enqueued_at(db, job_id: str):
