@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, fields
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Iterable, Mapping
 
 from psycopg.types.json import Json
 
 from chalicelib.config import settings
 from chalicelib.db import connection
+from chalicelib.timefmt import iso8601
 
 JOB_TYPES = ("verify", "proof")
 AWAITING_UPLOAD = "awaiting_upload"
@@ -87,13 +88,8 @@ _COLS = ", ".join(_FIELDS)
 
 
 def iso_utc(value: datetime | None) -> str | None:
-    """`2025-01-31T12:00:00.123Z` (UTC, milliseconds), or None."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    value = value.astimezone(timezone.utc)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    """`2025-01-31T12:00:00.123Z` (UTC, milliseconds), or None for a time not reached yet."""
+    return None if value is None else iso8601(value)
 
 
 def job_to_api(job: Job) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from chalicelib.config import Settings
 from chalicelib.errors import ApiError, JobError
 from chalicelib.forms import ListQuery, Submission, UploadRequest
 from chalicelib.telemetry import logger
+from chalicelib.timefmt import iso8601
 from chalicelib.verification import prove_hash, sha256_stream, verify_hash
-from chalicelib.verification.result import iso8601
 
 
 def poll_url(job_id: str) -> str:

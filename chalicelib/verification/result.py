@@ -6,9 +6,9 @@ clients keep working.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
+from ..timefmt import iso_now
 from .manifest import Manifest
 from .registry import OnchainEntry, RegistrationTx
 
@@ -98,16 +98,6 @@ def build_verify_result(
             "manifestOk": checks.manifest_ok,
         },
     }
-
-
-def iso8601(moment: datetime) -> str:
-    """ISO 8601 UTC with milliseconds and Z, as JavaScript's toISOString()."""
-    moment = moment.astimezone(timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def iso_now() -> str:
-    return iso8601(datetime.now(timezone.utc))
 
 
 def build_proof(

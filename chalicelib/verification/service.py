@@ -6,7 +6,7 @@ Hashing the file (progress 10) and persisting the outcome (90, 100) belong to th
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from eth_utils import to_checksum_address
 
@@ -42,11 +42,23 @@ def _check_inputs(file_hash: str, registry_address: str, rpc_url: str | None) ->
     return file_hash.lower(), to_checksum_address(registry_address)
 
 
-def _evidence(
+class _Evidence(NamedTuple):
+    file_hash: str  # lowercase
+    registry_address: str  # checksummed
+    manifest: Manifest
+    recovered: str
+    entry: registry.OnchainEntry
+    checks: Checks
+    w3: Any
+
+
+def _gather_evidence(
     file_hash: str, manifest_uri: str, registry_address: str, rpc_url: str | None,
     settings: Settings, progress: Progress | None,
-) -> tuple[Manifest, str, registry.OnchainEntry, Checks, Any]:
-    """Steps shared by verify and proof: manifest (30), signer (50), registry entry (70)."""
+) -> _Evidence:
+    """Steps shared by verify and proof: check the inputs, then manifest (30), signer (50),
+    registry entry (70) and the checks."""
+    file_hash, registry_address = _check_inputs(file_hash, registry_address, rpc_url)
     manifest = fetch_manifest(manifest_uri, settings)
     _report(progress, 30)
     recovered = recover_signer(manifest.content_hash, manifest.signature)
@@ -55,7 +67,7 @@ def _evidence(
     entry = registry.read_entry(w3, registry_address, file_hash)
     _report(progress, 70)
     checks = compute_checks(file_hash, manifest, recovered, entry, manifest_uri)
-    return manifest, recovered, entry, checks, w3
+    return _Evidence(file_hash, registry_address, manifest, recovered, entry, checks, w3)
 
 
 def verify_hash(
@@ -71,11 +83,8 @@ def verify_hash(
     `rpc_url` is the effective URL (the client's, else the deployment's RPC_URL); None raises
     RPC_URL_REQUIRED. Raises PermanentError / TransientError (chalicelib.errors) on failure.
     """
-    file_hash, registry_address = _check_inputs(file_hash, registry_address, rpc_url)
-    _, recovered, entry, checks, _ = _evidence(
-        file_hash, manifest_uri, registry_address, rpc_url, settings, progress
-    )
-    return build_verify_result(file_hash, recovered, entry, checks)
+    ev = _gather_evidence(file_hash, manifest_uri, registry_address, rpc_url, settings, progress)
+    return build_verify_result(ev.file_hash, ev.recovered, ev.entry, ev.checks)
 
 
 def prove_hash(
@@ -88,13 +97,10 @@ def prove_hash(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """The proof document for content whose SHA-256 is `file_hash`; see verify_hash."""
-    file_hash, registry_address = _check_inputs(file_hash, registry_address, rpc_url)
-    manifest, recovered, entry, checks, w3 = _evidence(
-        file_hash, manifest_uri, registry_address, rpc_url, settings, progress
-    )
-    chain = registry.chain_id(w3)
+    ev = _gather_evidence(file_hash, manifest_uri, registry_address, rpc_url, settings, progress)
+    chain = registry.chain_id(ev.w3)
     try:
-        tx = registry.find_registration(w3, registry_address, file_hash, settings)
+        tx = registry.find_registration(ev.w3, ev.registry_address, ev.file_hash, settings)
     except TransientError as exc:
         if exc.code != "RPC_ERROR":
             raise  # unreachable endpoint: retry the job
@@ -103,14 +109,14 @@ def prove_hash(
         tx = None
     _report(progress, 85)
     return build_proof(
-        file_hash=file_hash,
+        file_hash=ev.file_hash,
         file_name=file_name,
-        manifest=manifest,
+        manifest=ev.manifest,
         manifest_uri=manifest_uri,
-        registry_address=registry_address,
+        registry_address=ev.registry_address,
         chain_id=chain,
-        entry=entry,
-        recovered=recovered,
-        checks=checks,
+        entry=ev.entry,
+        recovered=ev.recovered,
+        checks=ev.checks,
         tx=tx,
     )

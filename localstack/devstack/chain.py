@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from devstack.httpserver import LoopbackHTTPService, QuietHandler
 
 __all__ = [
     "ARTIFACTS_DIR",
@@ -47,28 +47,20 @@ CLIENT_VERSION = "devstack-chain/0.1.0/py-evm"
 ARTIFACTS_DIR = Path(__file__).resolve().parents[2] / "infra" / "contracts" / "build"
 REGISTRY_CONTRACTS = ("ContentRegistry", "ContentRegistryCompact")
 
-# The part of the registry ABI the client helpers need (identical in both storage layouts).
+# The part of the registry ABI the client helpers need (identical in both storage layouts):
+# register and updateManifest both take (bytes32 contentHash, string manifestURI).
 _REGISTRY_CLIENT_ABI = [
     {
         "type": "function",
-        "name": "register",
+        "name": name,
         "stateMutability": "nonpayable",
         "inputs": [
             {"name": "contentHash", "type": "bytes32"},
             {"name": "manifestURI", "type": "string"},
         ],
         "outputs": [],
-    },
-    {
-        "type": "function",
-        "name": "updateManifest",
-        "stateMutability": "nonpayable",
-        "inputs": [
-            {"name": "contentHash", "type": "bytes32"},
-            {"name": "manifestURI", "type": "string"},
-        ],
-        "outputs": [],
-    },
+    }
+    for name in ("register", "updateManifest")
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -164,6 +156,14 @@ def _parse_bool(value: Any, name: str) -> bool:
     if isinstance(value, bool):
         return value
     raise _invalid_params(f"{name}: expected a boolean")
+
+
+_LATEST_TAGS = ("latest", "pending", "safe", "finalized")  # every transaction is mined at once
+
+
+def _base_fee(header: Any) -> int:
+    """A header's base fee, 0 before London."""
+    return getattr(header, "base_fee_per_gas", 0) or 0
 
 
 def _param(params: list[Any], index: int, name: str, default: Any = ...) -> Any:
@@ -288,8 +288,7 @@ class _Node:
             if "blockNumber" in tag:
                 return self.block_number(tag["blockNumber"], name)
             raise _invalid_params(f"{name}: expected blockNumber or blockHash")
-        if tag in ("latest", "pending", "safe", "finalized"):
-            # every transaction is mined at once, so the pending state is the latest one
+        if tag in _LATEST_TAGS:  # the pending state is the latest one
             return self.latest_number()
         if tag == "earliest":
             return 0
@@ -559,8 +558,7 @@ class _Node:
             if getattr(header, "base_fee_per_gas", None) is not None:
                 header = header.copy(base_fee_per_gas=0)
         elif "max_priority_fee_per_gas" in tx and "max_fee_per_gas" not in tx:
-            base_fee = getattr(header, "base_fee_per_gas", 0) or 0
-            tx["max_fee_per_gas"] = tx["max_priority_fee_per_gas"] + 2 * base_fee
+            tx["max_fee_per_gas"] = tx["max_priority_fee_per_gas"] + 2 * _base_fee(header)
         elif "max_fee_per_gas" in tx and "max_priority_fee_per_gas" not in tx:
             tx["max_priority_fee_per_gas"] = min(DEFAULT_PRIORITY_FEE, tx["max_fee_per_gas"])
         state = vm.build_state(self.chain.chaindb.db, header, vm.chain_context, vm.previous_hashes)
@@ -598,20 +596,24 @@ class _Node:
             raise JsonRpcError(3, message, _hex(output))
         raise _server_error(_vm_error_message(error))
 
-    def eth_call(self, params: list[Any]) -> str:
+    def _call_request(self, params: list[Any]) -> tuple[dict[str, Any], int, int]:
+        """eth_call's and eth_estimateGas's transaction, block number and gas limit (the block's
+        unless the request sets one)."""
         raw = self.tx_request(_param(params, 0, "transaction"), for_call=True)
         number = self.block_number(_param(params, 1, "block", "latest"))
+        gas = raw.pop("gas", None) or self.block_at(number).header.gas_limit
+        return raw, number, gas
+
+    def eth_call(self, params: list[Any]) -> str:
+        raw, number, gas = self._call_request(params)
         if len(params) > 2 and params[2]:
             raise _invalid_params("state overrides are not supported by this dev node")
-        gas = raw.pop("gas", None) or self.block_at(number).header.gas_limit
         _, computation = self._execute(raw, number, gas)
         self._raise_if_failed(computation)
         return _hex(computation.output)
 
     def eth_estimateGas(self, params: list[Any]) -> str:
-        raw = self.tx_request(_param(params, 0, "transaction"), for_call=True)
-        number = self.block_number(_param(params, 1, "block", "latest"))
-        cap = raw.pop("gas", None) or self.block_at(number).header.gas_limit
+        raw, number, cap = self._call_request(params)
         spoofed, computation = self._execute(raw, number, cap)
         if computation.is_error:
             from eth.exceptions import OutOfGas
@@ -660,13 +662,7 @@ class _Node:
                 raise _server_error(f"invalid chain id for signer: have {tx_chain_id} want {self.chain_id}")
             if decoded.hash in self._tx_blocks:
                 raise _server_error("already known")
-        self._refresh_pending_timestamp()
-        try:
-            tx_hash = self.backend.send_raw_transaction(raw_tx)
-        except Exception as exc:
-            raise _server_error(_validation_message(exc)) from None
-        self.mine(1)
-        return _hex(tx_hash)
+        return self._send_and_mine(self.backend.send_raw_transaction, raw_tx)
 
     def eth_sendTransaction(self, params: list[Any]) -> str:
         obj = _param(params, 0, "transaction")
@@ -679,14 +675,17 @@ class _Node:
             estimate_request = {k: v for k, v in obj.items() if k not in ("gas", "nonce")}
             raw["gas"] = int(self.eth_estimateGas([estimate_request, "latest"]), 16)
         if "gas_price" not in raw and "max_fee_per_gas" not in raw:
-            base_fee = getattr(self.chain.header, "base_fee_per_gas", 0) or 0
             priority = raw.setdefault("max_priority_fee_per_gas", DEFAULT_PRIORITY_FEE)
-            raw["max_fee_per_gas"] = 2 * base_fee + priority
+            raw["max_fee_per_gas"] = 2 * _base_fee(self.chain.header) + priority
         elif "max_fee_per_gas" in raw:
             raw.setdefault("max_priority_fee_per_gas", min(DEFAULT_PRIORITY_FEE, raw["max_fee_per_gas"]))
+        return self._send_and_mine(self.backend.send_transaction, raw)
+
+    def _send_and_mine(self, send: Callable[[Any], bytes], transaction: Any) -> str:
+        """Hand the transaction to eth-tester, mine it in a block of its own, return its hash."""
         self._refresh_pending_timestamp()
         try:
-            tx_hash = self.backend.send_transaction(raw)
+            tx_hash = send(transaction)
         except Exception as exc:
             raise _server_error(_validation_message(exc)) from None
         self.mine(1)
@@ -710,23 +709,25 @@ class _Node:
         return _hex(keccak(_parse_data(_param(params, 0, "data"), "data")))
 
     def eth_gasPrice(self, params: list[Any]) -> str:
-        base_fee = getattr(self.chain.header, "base_fee_per_gas", 0) or 0
-        return _qty(base_fee + DEFAULT_PRIORITY_FEE)
+        return _qty(_base_fee(self.chain.header) + DEFAULT_PRIORITY_FEE)
+
+    def _account_at(self, params: list[Any]) -> tuple[Any, bytes]:
+        """The state and the address of an ``[address, block]`` request."""
+        address = _parse_address(_param(params, 0, "address"), "address")
+        number = self.block_number(_param(params, 1, "block", "latest"))
+        return self.state_at(number), address
 
     def eth_getBalance(self, params: list[Any]) -> str:
-        address = _parse_address(_param(params, 0, "address"), "address")
-        number = self.block_number(_param(params, 1, "block", "latest"))
-        return _qty(self.state_at(number).get_balance(address))
+        state, address = self._account_at(params)
+        return _qty(state.get_balance(address))
 
     def eth_getTransactionCount(self, params: list[Any]) -> str:
-        address = _parse_address(_param(params, 0, "address"), "address")
-        number = self.block_number(_param(params, 1, "block", "latest"))
-        return _qty(self.state_at(number).get_nonce(address))
+        state, address = self._account_at(params)
+        return _qty(state.get_nonce(address))
 
     def eth_getCode(self, params: list[Any]) -> str:
-        address = _parse_address(_param(params, 0, "address"), "address")
-        number = self.block_number(_param(params, 1, "block", "latest"))
-        return _hex(self.state_at(number).get_code(address))
+        state, address = self._account_at(params)
+        return _hex(state.get_code(address))
 
     def eth_getStorageAt(self, params: list[Any]) -> str:
         address = _parse_address(_param(params, 0, "address"), "address")
@@ -738,16 +739,21 @@ class _Node:
         number = self.block_number(_param(params, 2, "block", "latest"))
         return _word(self.state_at(number).get_storage(address, slot_int))
 
-    def eth_getBlockByNumber(self, params: list[Any]) -> dict[str, Any] | None:
-        tag = _param(params, 0, "block")
-        full = _parse_bool(_param(params, 1, "fullTransactions", False), "fullTransactions")
+    def _mined_block(self, tag: Any):
+        """The block ``tag`` names, or None where it is not mined yet (geth answers null)."""
         try:
             number = self.block_number(tag)
         except JsonRpcError as exc:
-            if exc.code == -32000:  # a future block: geth answers null
+            if exc.code == -32000:
                 return None
             raise
-        return self.format_block(self.block_at(number), full)
+        return self.block_at(number)
+
+    def eth_getBlockByNumber(self, params: list[Any]) -> dict[str, Any] | None:
+        tag = _param(params, 0, "block")
+        full = _parse_bool(_param(params, 1, "fullTransactions", False), "fullTransactions")
+        block = self._mined_block(tag)
+        return None if block is None else self.format_block(block, full)
 
     def eth_getBlockByHash(self, params: list[Any]) -> dict[str, Any] | None:
         block_hash = _parse_hash(_param(params, 0, "hash"), "hash")
@@ -759,13 +765,8 @@ class _Node:
         return self.format_block(block, full)
 
     def eth_getBlockTransactionCountByNumber(self, params: list[Any]) -> str | None:
-        try:
-            number = self.block_number(_param(params, 0, "block"))
-        except JsonRpcError as exc:
-            if exc.code == -32000:
-                return None
-            raise
-        return _qty(len(self.block_at(number).transactions))
+        block = self._mined_block(_param(params, 0, "block"))
+        return None if block is None else _qty(len(block.transactions))
 
     def eth_getBlockTransactionCountByHash(self, params: list[Any]) -> str | None:
         try:
@@ -788,13 +789,9 @@ class _Node:
         return self.format_receipt(*found)
 
     def eth_getBlockReceipts(self, params: list[Any]) -> list[dict[str, Any]] | None:
-        try:
-            number = self.block_number(_param(params, 0, "block"))
-        except JsonRpcError as exc:
-            if exc.code == -32000:
-                return None
-            raise
-        block = self.block_at(number)
+        block = self._mined_block(_param(params, 0, "block"))
+        if block is None:
+            return None
         return [self.format_receipt(block, i) for i in range(len(block.transactions))]
 
     def eth_feeHistory(self, params: list[Any]) -> dict[str, Any]:
@@ -814,7 +811,7 @@ class _Node:
         for number in range(oldest, newest + 1):
             block = self.block_at(number)
             header = block.header
-            base_fee = getattr(header, "base_fee_per_gas", 0) or 0
+            base_fee = _base_fee(header)
             base_fees.append(_qty(base_fee))
             ratios.append(header.gas_used / header.gas_limit if header.gas_limit else 0.0)
             if percentiles is not None:
@@ -824,7 +821,7 @@ class _Node:
                 next_header = self.block_at(newest + 1).header
             else:
                 next_header = self.chain.header
-            base_fees.append(_qty(getattr(next_header, "base_fee_per_gas", 0) or 0))
+            base_fees.append(_qty(_base_fee(next_header)))
         result: dict[str, Any] = {
             "oldestBlock": _qty(max(oldest, 0)),
             "baseFeePerGas": base_fees,
@@ -904,7 +901,7 @@ class _Node:
         def resolve(tag: Any, default: int) -> int:
             if tag is None:
                 return default
-            if tag in ("latest", "pending", "safe", "finalized"):
+            if tag in _LATEST_TAGS:
                 return latest
             if tag == "earliest":
                 return 0
@@ -914,10 +911,15 @@ class _Node:
         last = resolve(obj.get("toBlock"), latest)
         return first, min(last, latest)
 
-    def eth_getLogs(self, params: list[Any]) -> list[dict[str, Any]]:
+    @staticmethod
+    def _filter_object(params: list[Any]) -> dict[str, Any]:
         obj = _param(params, 0, "filter")
         if not isinstance(obj, dict):
             raise _invalid_params("filter: expected an object")
+        return obj
+
+    def eth_getLogs(self, params: list[Any]) -> list[dict[str, Any]]:
+        obj = self._filter_object(params)
         addresses, topics = self._log_criteria(obj)
         if obj.get("blockHash") is not None:
             if obj.get("fromBlock") is not None or obj.get("toBlock") is not None:
@@ -930,12 +932,10 @@ class _Node:
         return self._logs_between(first, last, addresses, topics)
 
     def eth_newFilter(self, params: list[Any]) -> str:
-        obj = _param(params, 0, "filter")
-        if not isinstance(obj, dict):
-            raise _invalid_params("filter: expected an object")
+        obj = self._filter_object(params)
         self._log_criteria(obj)  # validate now
         from_block = obj.get("fromBlock")
-        if from_block is None or from_block in ("latest", "pending", "safe", "finalized"):
+        if from_block is None or from_block in _LATEST_TAGS:
             first = self.latest_number() + 1  # as geth: only blocks mined after the filter
         else:
             first, _ = self._range({"fromBlock": from_block})
@@ -1029,16 +1029,9 @@ def _error_response(code: int, message: str, request_id: Any = None) -> dict[str
     return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
 
 
-class _RpcHandler(BaseHTTPRequestHandler):
+class _RpcHandler(QuietHandler):
     server_version = "devstack-chain/0.1"
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out in separate writes
     node: _Node
-    verbose = False
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        if self.verbose:
-            super().log_message(format, *args)
 
     def _reply(self, status: int, payload: Any | None) -> None:
         body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
@@ -1115,7 +1108,7 @@ def load_artifact(contract_name: str, artifacts_dir: str | Path | None = None) -
     return json.loads(path.read_text())
 
 
-class DevChain:
+class DevChain(LoopbackHTTPService):
     """An in-process dev chain served as JSON-RPC over HTTP on loopback.
 
     >>> chain = DevChain(); chain.start()
@@ -1123,6 +1116,9 @@ class DevChain:
     >>> chain.rpc_url, chain.chain_id, chain.funded_private_keys[0]
     >>> chain.stop()
     """
+
+    _thread_name = "devstack-chain"
+    _noun = "the chain"
 
     def __init__(
         self,
@@ -1136,45 +1132,15 @@ class DevChain:
         self.chain_id = chain_id
         self.artifacts_dir = Path(artifacts_dir) if artifacts_dir is not None else ARTIFACTS_DIR
         self.verbose = verbose
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.registries: dict[str, str] = {}
 
-    # -- lifecycle -----------------------------------------------------------------------
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        if self._server is not None:
-            raise RuntimeError("the chain is already running")
-        handler = type("DevChainHandler", (_RpcHandler,), {"node": self._node, "verbose": self.verbose})
-        server = ThreadingHTTPServer((host, port), handler)
-        server.daemon_threads = True
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="devstack-chain", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> DevChain:
-        if self._server is None:
-            self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _handler_class(self) -> type[_RpcHandler]:
+        return type("DevChainHandler", (_RpcHandler,), {"node": self._node, "verbose": self.verbose})
 
     # -- facts ---------------------------------------------------------------------------
     @property
     def rpc_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the chain is not running")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self.url
 
     @property
     def funded_private_keys(self) -> list[str]:
@@ -1212,12 +1178,7 @@ class DevChain:
         w3 = self.web3()
         account = Account.from_key(private_key or self.funded_private_keys[0])
         factory = w3.eth.contract(abi=artefact["abi"], bytecode=artefact["bytecode"])
-        tx = factory.constructor(*constructor_args).build_transaction(
-            {"from": account.address, "nonce": w3.eth.get_transaction_count(account.address, "pending")}
-        )
-        signed = account.sign_transaction(tx)
-        tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
-        receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30, poll_latency=0.05)
+        _, receipt = _sign_and_send(w3, account, factory.constructor(*constructor_args), timeout=30)
         if receipt["status"] != 1 or not receipt["contractAddress"]:
             raise RuntimeError(f"deploying {contract_name} failed: {dict(receipt)}")
         return receipt["contractAddress"]
@@ -1226,6 +1187,18 @@ class DevChain:
         """Deploy both registry layouts: {"ContentRegistry": addr, "ContentRegistryCompact": addr}."""
         self.registries = {name: self.deploy(name) for name in REGISTRY_CONTRACTS}
         return dict(self.registries)
+
+
+def _sign_and_send(w3: Any, account: Any, contract_call: Any, timeout: float) -> tuple[Any, Any]:
+    """Send ``contract_call`` from ``account`` (at its pending nonce) as a raw transaction signed
+    locally and wait for it to be mined; returns ``(tx_hash, receipt)``."""
+    tx = contract_call.build_transaction(
+        {"from": account.address, "nonce": w3.eth.get_transaction_count(account.address, "pending")}
+    )
+    signed = account.sign_transaction(tx)
+    tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout, poll_latency=0.05)
+    return tx_hash, receipt
 
 
 def _send_registry_tx(
@@ -1246,12 +1219,8 @@ def _send_registry_tx(
     w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
     account = Account.from_key(private_key)
     registry = w3.eth.contract(address=Web3.to_checksum_address(registry_address), abi=_REGISTRY_CLIENT_ABI)
-    tx = getattr(registry.functions, function)(content_hash, manifest_uri).build_transaction(
-        {"from": account.address, "nonce": w3.eth.get_transaction_count(account.address, "pending")}
-    )
-    signed = account.sign_transaction(tx)
-    tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
-    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout, poll_latency=0.05)
+    contract_call = getattr(registry.functions, function)(content_hash, manifest_uri)
+    tx_hash, receipt = _sign_and_send(w3, account, contract_call, timeout)
     if receipt["status"] != 1:
         raise RuntimeError(f"{function} transaction {Web3.to_hex(tx_hash)} reverted")
     return {"txHash": Web3.to_hex(tx_hash), "blockNumber": int(receipt["blockNumber"])}
@@ -1303,14 +1272,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name:<24}{address}", flush=True)
     print(f"funded account          {chain.funded_accounts[0]}", flush=True)
     print(f"its private key         {chain.funded_private_keys[0]}", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        chain.stop()
+    chain.serve_until_signalled()
 
 
 if __name__ == "__main__":

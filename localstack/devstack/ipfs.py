@@ -21,15 +21,15 @@ import argparse
 import hashlib
 import json
 import re
-import signal
 import threading
 from base64 import b32decode, b32encode
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import base58
+
+from devstack.httpserver import LoopbackHTTPService, QuietHandler
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -318,15 +318,13 @@ def _sniff_content_type(data: bytes) -> str:
     return "text/plain; charset=utf-8"
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     server_version = "devstack-ipfs/0.1"
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out in separate writes
     node: DevIpfsNode  # set on the per-node subclass
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        if self.node.verbose:
-            super().log_message(format, *args)
+    @property
+    def verbose(self) -> bool:  # read at each request: the node's flag may change while it runs
+        return self.node.verbose
 
     # -- helpers ------------------------------------------------------------------------
     def _send(
@@ -542,7 +540,7 @@ class _ClientError(Exception):
     pass
 
 
-class DevIpfsNode:
+class DevIpfsNode(LoopbackHTTPService):
     """An in-process IPFS dev node (Kubo add RPC + path gateway) on one loopback port.
 
     ``api_url`` is what a Kubo client takes (``http://127.0.0.1:PORT``; the add endpoint is
@@ -550,58 +548,23 @@ class DevIpfsNode:
     it): both are served by the same port.
     """
 
+    _thread_name = "devstack-ipfs"
+    _noun = "the node"
+
     def __init__(self, store_dir: str | Path | None = None, verbose: bool = False) -> None:
         self._store = _Store(store_dir)
         self.verbose = verbose
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        if self._server is not None:
-            raise RuntimeError("the node is already running")
-        handler = type("DevIpfsHandler", (_Handler,), {"node": self})
-        server = ThreadingHTTPServer((host, port), handler)
-        server.daemon_threads = True
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="devstack-ipfs", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> DevIpfsNode:
-        if self._server is None:
-            self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the node is not running")
-        return self._server.server_address[1]
-
-    @property
-    def host(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the node is not running")
-        return self._server.server_address[0]
+    def _handler_class(self) -> type[_Handler]:
+        return type("DevIpfsHandler", (_Handler,), {"node": self})
 
     @property
     def api_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return self.url
 
     @property
     def gateway_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return self.url
 
     def add(self, data: bytes, name: str = "file", cid_version: int = 0) -> str:
         """Store ``data`` (no HTTP round trip) and return its Kubo CID."""
@@ -624,14 +587,7 @@ def main(argv: list[str] | None = None) -> None:
     node.start(args.host, args.port)
     print(f"IPFS API      {node.api_url}/api/v0/add", flush=True)
     print(f"IPFS gateway  {node.gateway_url}/ipfs/<cid>", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.stop()
+    node.serve_until_signalled()
 
 
 if __name__ == "__main__":

@@ -4,11 +4,8 @@ Contracts run in eth-tester's in-process EVM. There is no Solidity compiler here
 contracts are a few hand-assembled EVM instructions: one returns fixed bytes for any call (the
 ABI-encoded entry of either layout), one emits ContentRegistered from its calldata.
 """
-import json
 import os
-import threading
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from eth_abi import encode
@@ -249,47 +246,7 @@ def test_scan_gives_up_when_even_one_block_is_refused():
     assert info.value.code == "RPC_ERROR"
 
 
-# --- connect() and RPC errors over HTTP ------------------------------------------------------
-
-class RpcServer:
-    """A JSON-RPC endpoint on loopback whose answers the test chooses per method."""
-
-    def __init__(self):
-        self.answers = {}
-        self.calls = []
-        rpc = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                rpc.calls.append(request["method"])
-                status, payload = rpc.answers.get(request["method"], (200, {"result": None}))
-                if isinstance(payload, dict):
-                    payload = json.dumps({"jsonrpc": "2.0", "id": request["id"], **payload}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture()
-def rpc():
-    server = RpcServer()
-    yield server
-    server.close()
-
+# --- connect() and RPC errors over HTTP (the `rpc` fixture: tests/unit/conftest.py) ----------
 
 LOCAL = Settings(allow_private_networks=True, http_timeout_seconds=2)
 

@@ -1,8 +1,6 @@
 """verify_hash and prove_hash end to end against a loopback server that is both the manifest
 host (GET) and the JSON-RPC endpoint (POST)."""
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ from chalicelib.config import Settings
 from chalicelib.errors import PermanentError, TransientError
 from chalicelib.verification import prove_hash, verify_hash
 from chalicelib.verification.registry import CONTENT_REGISTERED_TOPIC
+from tests.unit.conftest import LoopbackRpc, send
 
 VECTORS = Path(__file__).resolve().parents[1] / "fixtures" / "vectors"
 MANIFEST_BYTES = (VECTORS / "base-sepolia-manifest.json").read_bytes()
@@ -24,46 +23,24 @@ TX_HASH = "0x" + "5e" * 32
 CID = PROOF["manifest"]["cid"]
 
 
-class Node:
+class Node(LoopbackRpc):
     """Serves /manifest.json and answers JSON-RPC like a chain with one registry entry."""
 
     def __init__(self):
+        super().__init__()
         self.get_paths = []
-        self.rpc_methods = []
-        self.entry = encode(["address", "bytes32", "string", "uint64"], [CREATOR, bytes.fromhex(HASH[2:]), "", TS])
+        self.rpc_methods = self.calls  # the JSON-RPC methods asked, in order
+        self.set_entry("A")
         self.logs_at = [4_321]
         self.logs_answer = None  # (status, payload) to override eth_getLogs
         self.code = "0x6080604052"
-        node = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                node.get_paths.append(self.path)
-                if self.path not in ("/manifest.json", f"/ipfs/{CID}"):
-                    self.send_error(404)
-                    return
-                self._send(200, MANIFEST_BYTES)
-
-            def do_POST(self):
-                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                node.rpc_methods.append(request["method"])
-                status, payload = node.answer(request["method"], request["params"])
-                if isinstance(payload, dict):
-                    payload = json.dumps({"jsonrpc": "2.0", "id": request["id"], **payload}).encode()
-                self._send(status, payload)
-
-            def _send(self, status, payload):
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    def get(self, handler):
+        self.get_paths.append(handler.path)
+        if handler.path not in ("/manifest.json", f"/ipfs/{CID}"):
+            handler.send_error(404)
+            return
+        send(handler, 200, MANIFEST_BYTES)
 
     def answer(self, method, params):
         if method == "eth_chainId":
@@ -92,10 +69,6 @@ class Node:
             self.entry = encode(["address", "bytes32", "string", "uint64"], [creator, bytes.fromhex(HASH[2:]), uri, ts])
         else:
             self.entry = encode(["address", "uint64", "string"], [creator, ts, uri])
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture()
