@@ -132,17 +132,22 @@ def close_pool() -> None:
 
 
 @contextmanager
-def connection() -> Iterator[psycopg.Connection[dict[str, Any]]]:
-    """A pooled connection in a transaction; database outages raise TransientError."""
+def connection(timeout: float | None = None) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """A pooled connection in a transaction; database outages raise TransientError.
+    `timeout` bounds the wait for a connection (the pool's own default otherwise)."""
     try:
-        with get_pool().connection() as conn:
+        with get_pool().connection(timeout=timeout) as conn:
             yield conn
     except psycopg.OperationalError as exc:
         logger.warning("database unavailable: %s", exc)
         raise TransientError(f"Database unavailable: {exc}", code=DATABASE_UNAVAILABLE) from exc
 
 
+HEALTH_TIMEOUT_SECONDS = 3.0
+
+
 def ping() -> None:
-    """Run `SELECT 1` (for the health check); raises TransientError when the database is down."""
-    with connection() as conn:
+    """Run `SELECT 1` for the health check, waiting at most a few seconds for a connection (a
+    health check that hangs is no answer); raises TransientError when the database is down."""
+    with connection(timeout=HEALTH_TIMEOUT_SECONDS) as conn:
         conn.execute("SELECT 1")

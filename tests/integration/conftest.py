@@ -139,7 +139,7 @@ def extra_api(stack: Stack, env_overrides: dict[str, str | None], work_dir: Path
 
 def _answers(url: str) -> bool:
     try:
-        return requests.get(url, timeout=2).status_code in (200, 503)
+        return requests.get(url, timeout=10).status_code in (200, 503)
     except requests.RequestException:
         return False
 

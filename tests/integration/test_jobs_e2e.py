@@ -275,6 +275,20 @@ def test_health_reports_every_dependency(api):
     assert body == {"status": "ok", "checks": {"database": "ok", "queue": "ok", "storage": "ok"}}
 
 
+def test_health_names_the_dependency_that_is_down(stack, tmp_path):
+    dead_database = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres?connect_timeout=1"
+    with extra_api(stack, {"DATABASE_URL": dead_database}, tmp_path) as broken:
+        response = broken.get("/api/health")
+        submitted = broken.post("/api/verification-jobs/verify", json={
+            "registryAddress": stack.endpoints["registry_address"], "contentHash": "0x" + "ab" * 32,
+            "manifestURI": "ipfs://QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH"})
+    assert response.status_code == 503
+    checks = response.json()["checks"]
+    assert checks["database"].startswith("error") and checks["queue"] == "ok" and checks["storage"] == "ok"
+    assert submitted.status_code == 503, submitted.text  # never a 500, and says to try again
+    assert submitted.json()["code"] == "DATABASE_UNAVAILABLE" and "try again" in submitted.json()["error"]
+
+
 def test_without_a_queue_the_job_endpoint_verifies_synchronously(stack, anchored, tmp_path):
     data = os.urandom(64)
     item = anchored(data)
