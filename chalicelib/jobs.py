@@ -282,14 +282,18 @@ def set_progress(job_id: str, progress: int) -> bool:
     )
 
 
+HASHED_PROGRESS = 10
+
+
 def set_content_hash(job_id: str, content_hash: str) -> bool:
-    """Record the file's hash once the worker has streamed the upload."""
+    """Record the file's hash once the worker has streamed the upload, together with the
+    "hashed" progress step (10): one write instead of two on every job's path."""
     jid = parse_job_id(job_id)
     return jid is not None and _changed(
-        """UPDATE verification_jobs SET content_hash = %(h)s
+        """UPDATE verification_jobs SET content_hash = %(h)s, progress = GREATEST(progress, %(p)s)
             WHERE id = %(id)s AND status IN ('queued', 'processing')
               AND content_hash IS DISTINCT FROM %(h)s""",
-        {"id": jid, "h": content_hash},
+        {"id": jid, "h": content_hash, "p": HASHED_PROGRESS},
     )
 
 

@@ -93,10 +93,10 @@ def _execute(settings: Settings, job: jobs.Job) -> dict[str, Any]:
             "job_id": job.id, "bytes": size, "seconds": elapsed,
             "mib_per_s": size / (1024 * 1024) / elapsed if elapsed > 0 else None,
         })
-        jobs.set_content_hash(job.id, file_hash)
+        jobs.set_content_hash(job.id, file_hash)  # also progress 10
     else:
         file_hash = job.content_hash
-    progress(10)
+        progress(jobs.HASHED_PROGRESS)
     rpc_url = job.rpc_url or settings.rpc_url
     if job.type == "proof":
         result = prove_hash(

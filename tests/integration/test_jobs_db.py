@@ -224,6 +224,7 @@ def test_happy_path_with_retry(pg):
     first = jobs.start_attempt(job.id)
     assert first.status == "processing" and first.attempts == 1 and first.started_at is not None
     assert jobs.set_content_hash(job.id, HASH) is True
+    assert jobs.get_job(job.id).progress == 10  # the "hashed" step comes with the hash
     assert jobs.set_progress(job.id, 30) is True
     assert jobs.set_progress(job.id, 10) is False  # never lowers
     assert jobs.get_job(job.id).progress == 30

@@ -1,0 +1,413 @@
+"""Throughput of the verification pipeline against the same work done in-process.
+
+    python -m tests.bench.bench_pipeline [--jobs 200] [--concurrency 8] [--workers 4] [--attach]
+
+1. Anchors a few distinct small files on the stack's dev chain and IPFS node.
+2. Submits N verify jobs through the HTTP API (multipart, file inline) from C client threads,
+   timing each request (enqueue latency), then waits until every job has finished. Completion
+   latency and throughput come from the jobs' server-side timestamps (createdAt, startedAt,
+   completedAt), so the polling interval does not distort them.
+3. Runs the same N verifications in-process, without API, storage, queue or database:
+   `sha256_stream` of the file and `verify_hash` against the same chain and IPFS node, on C
+   threads, in a fresh process of their own (like the runner, it does not share a GIL with the
+   chain and IPFS node, which our own stack serves from this process); and prints pipeline
+   throughput as a fraction of that. The same threads inside this process are measured too.
+
+Every job must finish `completed` with result status OK; anything else ends the run with
+exit status 1. Figures go to stdout, progress to stderr. No timing is asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from chalicelib.config import load_settings
+from chalicelib.verification import sha256_stream, verify_hash
+from devstack.anchoring import Anchored, anchor, new_funded_key
+from devstack.stack import PROJECT_ROOT
+from internetid_cli.api import ApiClient, Target
+from internetid_cli.config import content_type_for
+
+from tests.bench._common import (
+    BenchStack, alive, bench_stack, cpu_seconds, load_line, parse_time, percentile, runner_log_records, say, spread,
+)
+
+JOBS_PATH = "/api/verification-jobs"
+FINISHED = ("completed", "failed")
+PAGE = 100
+
+
+@dataclass(frozen=True)
+class Item:
+    path: Path
+    anchored: Anchored
+
+
+@dataclass
+class Round:
+    wall: float
+    pipeline_jobs_per_s: float
+    inprocess_jobs_per_s: float
+    bench_process_jobs_per_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.pipeline_jobs_per_s / self.inprocess_jobs_per_s
+
+
+def make_items(stack: BenchStack, directory: Path, count: int, size: int) -> list[Item]:
+    endpoints = stack.endpoints
+    creator = new_funded_key(endpoints["rpc_url"], endpoints["funded_private_key"])
+    items = []
+    for i in range(count):
+        data = os.urandom(size)
+        path = directory / f"bench-{i}.bin"
+        path.write_bytes(data)
+        anchored = anchor(data, rpc_url=endpoints["rpc_url"], registry=endpoints["registry_address"],
+                          ipfs_api_url=endpoints["ipfs_api_url"], creator_key=creator,
+                          chain_id=endpoints["chain_id"])
+        items.append(Item(path, anchored))
+    return items
+
+
+# --- the pipeline ----------------------------------------------------------------------------
+
+def submit_all(stack: BenchStack, items: list[Item], jobs: int, concurrency: int,
+               api_key: str | None) -> tuple[list[str], list[float]]:
+    """Submit `jobs` verify jobs from `concurrency` threads; job ids and per-request latencies (s)."""
+    local = threading.local()
+    registry = stack.endpoints["registry_address"]
+
+    def submit(i: int) -> tuple[str, float]:
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = ApiClient(stack.api_url, api_key=api_key)
+        item = items[i % len(items)]
+        target = Target(registry_address=registry, manifest_uri=item.anchored.manifest_uri)
+        started = time.perf_counter()
+        submitted = client.submit_inline("verify", item.path, target, content_type_for(item.path.name))
+        elapsed = time.perf_counter() - started
+        if submitted.job_id is None:
+            raise SystemExit("the API answered in sync mode: no queue is configured")
+        return submitted.job_id, elapsed
+
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="client") as pool:
+        results = list(pool.map(submit, range(jobs)))
+    return [job_id for job_id, _ in results], [latency for _, latency in results]
+
+
+def wait_for_jobs(stack: BenchStack, job_ids: list[str], since: datetime, api_key: str | None,
+                  interval: float, timeout: float) -> dict[str, dict[str, Any]]:
+    """Finished jobs by id, read from the list endpoint (newest first) every `interval` seconds:
+    a page or two per round instead of one request per job."""
+    pending, done = set(job_ids), {}
+    session = requests.Session()
+    if api_key:
+        session.headers["x-api-key"] = api_key
+    deadline = time.monotonic() + timeout
+    while pending:
+        offset = 0
+        while pending:
+            response = session.get(f"{stack.api_url}{JOBS_PATH}", params={"limit": PAGE, "offset": offset}, timeout=60)
+            if response.status_code == 401:
+                raise SystemExit("the job listing needs the API key: pass --api-key (or set API_KEY)")
+            response.raise_for_status()
+            page = response.json()["jobs"]
+            for job in page:
+                if job["id"] in pending and job["status"] in FINISHED:
+                    done[job["id"]] = job
+                    pending.discard(job["id"])
+            if len(page) < PAGE or parse_time(page[-1]["createdAt"]) < since:
+                break
+            offset += PAGE
+        if pending:
+            if not alive(stack.runner_pid):
+                raise SystemExit(f"the runner (pid {stack.runner_pid}) is gone; see {stack.runner_log}")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{len(pending)} of {len(job_ids)} jobs did not finish within {timeout:.0f}s")
+            time.sleep(interval)
+    return done
+
+
+def run_pipeline(stack: BenchStack, items: list[Item], args: argparse.Namespace) -> dict[str, Any]:
+    since = datetime.now(timezone.utc) - timedelta(seconds=5)
+    cpu_before = cpu_seconds(stack.processes)
+    started = time.monotonic()
+    job_ids, enqueue = submit_all(stack, items, args.jobs, args.concurrency, args.api_key)
+    enqueue_wall = time.monotonic() - started
+    say(f"  {len(job_ids)} jobs submitted in {enqueue_wall:.1f}s; waiting for them…")
+    jobs = wait_for_jobs(stack, job_ids, since, args.api_key, args.poll_interval, args.timeout)
+    wall = time.monotonic() - started
+    cpu_after = cpu_seconds(stack.processes)
+
+    ordered = [jobs[j] for j in job_ids]
+    created = [parse_time(j["createdAt"]) for j in ordered]
+    failed = [j for j in ordered if j["status"] != "completed"]
+    finished = [j for j in ordered if j["completedAt"]]
+    completed_at = [parse_time(j["completedAt"]) for j in finished]
+    span = (max(completed_at) - min(created)).total_seconds() if completed_at else float("nan")
+    completion = [(parse_time(j["completedAt"]) - parse_time(j["createdAt"])).total_seconds() for j in finished]
+    waits = [(parse_time(j["startedAt"]) - parse_time(j["createdAt"])).total_seconds()
+             for j in finished if j["startedAt"]]
+    service = [(parse_time(j["completedAt"]) - parse_time(j["startedAt"])).total_seconds()
+               for j in finished if j["startedAt"]]
+    statuses = Counter((j.get("result") or {}).get("status") or f"job {j['status']}" for j in ordered)
+
+    ids = set(job_ids)
+    hashed = [r["seconds"] for r in runner_log_records(stack.runner_log, "upload hashed", ids)]
+    executed = [r["duration_ms"] / 1000 for r in runner_log_records(stack.runner_log, "job completed", ids)]
+    return {
+        "wall": wall, "enqueue_wall": enqueue_wall, "span": span, "jobs_per_s": len(job_ids) / span,
+        "enqueue": enqueue, "completion": completion, "waits": waits, "service": service,
+        "statuses": statuses, "failed": failed, "retried": sum(1 for j in ordered if j.get("retryCount")),
+        "hashed": hashed, "executed": executed,
+        "cpu": {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after},
+    }
+
+
+# --- the same work without the queue ---------------------------------------------------------
+
+VERIFIER = "in-process verifier (own process)"
+MARKER = "BENCH-VERIFIER "
+
+
+def verify_spec(stack: BenchStack, items: list[Item]) -> dict[str, Any]:
+    endpoints = stack.endpoints
+    return {
+        "rpc_url": endpoints["rpc_url"], "ipfs_gateway_url": endpoints["ipfs_gateway_url"],
+        "registry": endpoints["registry_address"],
+        "items": [[str(item.path), item.anchored.manifest_uri] for item in items],
+    }
+
+
+def verify_many(spec: dict[str, Any], jobs: int, concurrency: int) -> Counter:
+    """What a worker does for a job, minus storage, queue and database: hash the file, verify
+    the hash against the chain and the manifest. Result statuses counted."""
+    settings = load_settings({
+        "RPC_URL": spec["rpc_url"], "IPFS_GATEWAY": spec["ipfs_gateway_url"],
+        "ALLOW_PRIVATE_NETWORKS": "true", "REGISTRY_START_BLOCK": "0",
+    })
+    items = spec["items"]
+
+    def verify(i: int) -> str:
+        path, manifest_uri = items[i % len(items)]
+        with open(path, "rb") as handle:
+            file_hash = sha256_stream(handle)
+        return verify_hash(file_hash, manifest_uri, spec["registry"], settings.rpc_url, settings)["status"]
+
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="inproc") as pool:
+        return Counter(pool.map(verify, range(jobs)))
+
+
+def run_in_own_process(stack: BenchStack, items: list[Item], jobs: int, concurrency: int) -> dict[str, Any]:
+    """The verifications in a fresh process of their own, as a Lambda would run them: its GIL is
+    not shared with the dev chain and IPFS node (which live in this process)."""
+    spec = {**verify_spec(stack, items), "jobs": jobs, "concurrency": concurrency}
+    child = subprocess.Popen([sys.executable, "-m", "tests.bench.bench_pipeline", "--verifier"],
+                             cwd=PROJECT_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        child.stdin.write(json.dumps(spec) + "\n")
+        child.stdin.flush()
+        if _protocol_line(child) != "ready":  # imported, and warmed up with `concurrency` verifications
+            raise SystemExit("the in-process verifier did not start")
+        processes = {**stack.processes, VERIFIER: child.pid}
+        cpu_before = cpu_seconds(processes)
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        outcome = json.loads(_protocol_line(child))
+        cpu_after = cpu_seconds(processes)  # the child waits for us before it exits
+    finally:
+        child.stdin.close()
+        child.wait(timeout=60)
+    return {"wall": outcome["wall"], "jobs_per_s": jobs / outcome["wall"], "statuses": Counter(outcome["statuses"]),
+            "cpu": {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}}
+
+
+def _protocol_line(child: subprocess.Popen) -> str:
+    for line in child.stdout:
+        if line.startswith(MARKER):
+            return line[len(MARKER):].strip()
+    raise SystemExit(f"the in-process verifier exited ({child.wait()})")
+
+
+def verifier_main() -> int:
+    """The child side of run_in_own_process (stdin: spec, then "go"; stdout: marked lines)."""
+    spec = json.loads(sys.stdin.readline())
+    verify_many(spec, min(spec["concurrency"], spec["jobs"]), spec["concurrency"])
+    print(MARKER + "ready", flush=True)
+    sys.stdin.readline()
+    started = time.monotonic()
+    statuses = verify_many(spec, spec["jobs"], spec["concurrency"])
+    wall = time.monotonic() - started
+    print(MARKER + json.dumps({"wall": wall, "statuses": statuses}), flush=True)
+    sys.stdin.read()  # until the parent has read our CPU time and closes the pipe
+    return 0
+
+
+def run_in_bench_process(stack: BenchStack, items: list[Item], jobs: int, concurrency: int) -> dict[str, Any]:
+    """The verifications on threads of this process (which also serves the chain and IPFS node
+    of our own stack: they share one GIL)."""
+    spec = verify_spec(stack, items)
+    cpu_before = cpu_seconds(stack.processes)
+    started = time.monotonic()
+    statuses = verify_many(spec, jobs, concurrency)
+    elapsed = time.monotonic() - started
+    cpu_after = cpu_seconds(stack.processes)
+    return {"wall": elapsed, "jobs_per_s": jobs / elapsed, "statuses": statuses,
+            "cpu": {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}}
+
+
+# --- output ----------------------------------------------------------------------------------
+
+def ms(values: list[float], p: float) -> str:
+    return f"{percentile(values, p) * 1000:8.1f}"
+
+
+def print_cpu(cpu: dict[str, float], wall: float, jobs: int) -> None:
+    total = sum(cpu.values())
+    print(f"  CPU seconds by process over {wall:.1f}s wall (100% = one core), and per job:")
+    for name, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]):
+        print(f"    {name:<36} {seconds:7.1f} s  {100 * seconds / wall:5.0f}%  {1000 * seconds / jobs:6.1f} ms/job")
+    print(f"    {'total':<36} {total:7.1f} s  {100 * total / wall:5.0f}%  {1000 * total / jobs:6.1f} ms/job"
+          f"   (of {100 * (os.cpu_count() or 1)}%)")
+
+
+def print_round(number: int, stack: BenchStack, args: argparse.Namespace,
+                pipe: dict[str, Any], inproc: dict[str, Any], here: dict[str, Any]) -> None:
+    settings = "".join(f", {item}" for item in args.app_env)
+    print(f"\n=== round {number}: {args.jobs} jobs, {args.concurrency} client threads, "
+          f"runner workers {stack.workers if stack.workers is not None else 'unknown'}{settings} ===")
+    print(f"  {load_line()}")
+    print("pipeline (HTTP API -> S3 + Postgres + SQS -> runner workers)")
+    print(f"  jobs                      {args.jobs}")
+    print(f"  wall time                 {pipe['wall']:.2f} s (enqueue phase {pipe['enqueue_wall']:.2f} s)")
+    print(f"  throughput                {pipe['jobs_per_s']:.2f} jobs/s "
+          f"({args.jobs} / {pipe['span']:.2f} s from first createdAt to last completedAt)")
+    print(f"  enqueue latency     p50 {ms(pipe['enqueue'], 50)} ms   p99 {ms(pipe['enqueue'], 99)} ms")
+    print(f"  completion latency  p50 {ms(pipe['completion'], 50)} ms   p99 {ms(pipe['completion'], 99)} ms"
+          "   (completedAt - createdAt)")
+    print(f"    queued              p50 {ms(pipe['waits'], 50)} ms   p99 {ms(pipe['waits'], 99)} ms"
+          "   (startedAt - createdAt)")
+    print(f"    in the worker       p50 {ms(pipe['service'], 50)} ms   p99 {ms(pipe['service'], 99)} ms"
+          "   (completedAt - startedAt)")
+    if pipe["executed"]:
+        print(f"      verification      p50 {ms(pipe['executed'], 50)} ms   p99 {ms(pipe['executed'], 99)} ms"
+              "   (worker log: job completed duration_ms)")
+    if pipe["hashed"]:
+        print(f"      S3 read + sha256  p50 {ms(pipe['hashed'], 50)} ms   p99 {ms(pipe['hashed'], 99)} ms"
+              "   (worker log: upload hashed)")
+    if stack.workers and pipe["service"]:
+        mean_service = sum(pipe["service"]) / len(pipe["service"])
+        print(f"  worker-side bound         {stack.workers / mean_service:.2f} jobs/s "
+              f"({stack.workers} workers / mean {mean_service * 1000:.0f} ms in the worker)")
+    print(f"  results                   {dict(sorted(pipe['statuses'].items()))}; jobs retried: {pipe['retried']}")
+    print_cpu(pipe["cpu"], pipe["wall"], args.jobs)
+    print("in-process, in a process of its own (sha256_stream + verify_hash; same files, chain and IPFS node)")
+    print(f"  wall time                 {inproc['wall']:.2f} s")
+    print(f"  throughput                {inproc['jobs_per_s']:.2f} jobs/s")
+    print(f"  results                   {dict(sorted(inproc['statuses'].items()))}")
+    print_cpu(inproc["cpu"], inproc["wall"], args.jobs)
+    here_where = "shares its GIL with the chain and IPFS node" if not stack.attached else "chain and IPFS elsewhere"
+    print(f"in-process, on threads of the benchmark process ({here_where})")
+    print(f"  wall time                 {here['wall']:.2f} s")
+    print(f"  throughput                {here['jobs_per_s']:.2f} jobs/s")
+    print(f"  results                   {dict(sorted(here['statuses'].items()))}")
+    ratio = pipe["jobs_per_s"] / inproc["jobs_per_s"]
+    print(f"pipeline / in-process       {ratio:.2f} ({100 * ratio:.0f}%; target >= 50%)   "
+          f"against the benchmark-process variant: {pipe['jobs_per_s'] / here['jobs_per_s']:.2f}")
+
+
+def check(pipe: dict[str, Any], inproc: dict[str, Any], here: dict[str, Any], jobs: int) -> list[str]:
+    problems = []
+    if pipe["failed"]:
+        sample = "; ".join(f"{j['id']}: {j['status']} {j.get('errorCode')} {j.get('error')}" for j in pipe["failed"][:5])
+        problems.append(f"{len(pipe['failed'])} pipeline jobs did not complete: {sample}")
+    if pipe["statuses"].get("OK", 0) != jobs:
+        problems.append(f"pipeline results are not all OK: {dict(pipe['statuses'])}")
+    for name, run in (("in-process", inproc), ("in-process (benchmark process)", here)):
+        if run["statuses"].get("OK", 0) != jobs:
+            problems.append(f"{name} results are not all OK: {dict(run['statuses'])}")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=200, help="verify jobs per round (default 200)")
+    parser.add_argument("--concurrency", type=int, default=8, help="client threads, and in-process threads (default 8)")
+    parser.add_argument("--workers", type=int, default=4, help="runner worker threads of our own stack (default 4)")
+    parser.add_argument("--backend", choices=["moto", "localstack"], default="moto",
+                        help="AWS emulator of our own stack (default moto)")
+    parser.add_argument("--attach", action="store_true", help="use the stack of a running `make up` (.stack/endpoints.json)")
+    parser.add_argument("--files", type=int, default=8, help="distinct anchored files the jobs cycle through (default 8)")
+    parser.add_argument("--file-size", type=int, default=4096, help="bytes per file (default 4096)")
+    parser.add_argument("--rounds", type=int, default=1, help="measure this many times on the same stack (default 1)")
+    parser.add_argument("--warmup", type=int, default=8, help="jobs run and discarded before measuring (default 8)")
+    parser.add_argument("--poll-interval", type=float, default=2.0, help="seconds between job listings (default 2)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the jobs of a round")
+    parser.add_argument("--api-key", default=os.environ.get("API_KEY"), help="x-api-key for the job listing")
+    parser.add_argument("--runner-log", help="with --attach: the runner's log file, for the worker's stage times")
+    parser.add_argument("--app-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for the API and the workers of our own stack, e.g. DATABASE_POOL_MAX=8")
+    parser.add_argument("--verifier", action="store_true", help=argparse.SUPPRESS)  # the in-process child
+    args = parser.parse_args(argv)
+    if args.verifier:
+        return verifier_main()
+    app_env = dict(item.split("=", 1) for item in args.app_env)
+
+    began = time.monotonic()
+    files_dir = Path(tempfile.mkdtemp(prefix="iid-bench-files-"))
+    problems: list[str] = []
+    rounds: list[Round] = []
+    try:
+        with bench_stack(attach=args.attach, workers=args.workers, backend=args.backend, api_key=args.api_key,
+                         app_env=app_env, runner_log=args.runner_log) as stack:
+            say(f"anchoring {args.files} files of {args.file_size} bytes…")
+            items = make_items(stack, files_dir, args.files, args.file_size)
+            if args.warmup:
+                say(f"warm-up: {args.warmup} jobs through the pipeline and in-process…")
+                warm = argparse.Namespace(**{**vars(args), "jobs": args.warmup})
+                run_pipeline(stack, items, warm)
+                run_in_bench_process(stack, items, args.warmup, args.concurrency)
+            for number in range(1, args.rounds + 1):
+                say(f"round {number}: pipeline…")
+                pipe = run_pipeline(stack, items, args)
+                say(f"round {number}: in-process…")
+                inproc = run_in_own_process(stack, items, args.jobs, args.concurrency)
+                here = run_in_bench_process(stack, items, args.jobs, args.concurrency)
+                print_round(number, stack, args, pipe, inproc, here)
+                sys.stdout.flush()
+                problems += check(pipe, inproc, here, args.jobs)
+                rounds.append(Round(pipe["wall"], pipe["jobs_per_s"], inproc["jobs_per_s"], here["jobs_per_s"]))
+    finally:
+        shutil.rmtree(files_dir, ignore_errors=True)
+    if len(rounds) > 1:
+        print(f"\n=== {len(rounds)} rounds ===")
+        print(f"  pipeline jobs/s     {spread([r.pipeline_jobs_per_s for r in rounds])}")
+        print(f"  in-process jobs/s   {spread([r.inprocess_jobs_per_s for r in rounds])}")
+        print(f"  ratio               {spread([r.ratio for r in rounds])}")
+        print(f"  in-process jobs/s, benchmark process  {spread([r.bench_process_jobs_per_s for r in rounds])}")
+    print(f"\nbenchmark wall time (stack start to stop) {time.monotonic() - began:.1f} s")
+    if problems:
+        for problem in problems:
+            print(f"FAILED: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
