@@ -298,3 +298,28 @@ def test_without_a_queue_the_job_endpoint_verifies_synchronously(stack, anchored
     assert response.status_code == 200, response.text
     assert response.json()["mode"] == "sync"
     assert response.json()["result"]["status"] == "OK"
+
+
+def test_dead_lettered_job_of_a_dead_worker_is_failed_then_redriven_to_completion(stack, api, anchored, db):
+    """Workers that die on every attempt never record a failure; the reconciler does, from the
+    dead-letter queue, and leaves the message there for a redrive."""
+    data = os.urandom(99)
+    item = anchored(data)
+    job_id = str(uuid.uuid4())
+    db.execute(
+        "INSERT INTO verification_jobs (id, type, status, progress, content_hash, manifest_uri, registry_address,"
+        " attempts, last_enqueued_at) VALUES (%s, 'verify', 'processing', 10, %s, %s, %s, 3, now())",
+        (job_id, item.content_hash, item.manifest_uri, stack.endpoints["registry_address"]),
+    )
+    sqs(stack).send_message(QueueUrl=stack.endpoints["dead_letter_queue_url"],
+                            MessageBody=json.dumps({"jobId": job_id}))
+
+    failed = api.wait_for_job(job_id, until=lambda j: j["status"] == "failed", timeout=30)
+    assert failed["status"] == "failed" and failed["errorCode"] == "DEAD_LETTERED", failed
+    assert "did not finish after 3 attempts" in failed["error"]
+    assert api.get("/api/verification-jobs/stats").json()["deadLetter"] >= 1
+
+    assert api.post("/api/verification-jobs/dead-letter/redrive", headers=ADMIN).json()["moved"] >= 1
+    done = api.wait_for_job(job_id, until=lambda j: j["status"] == "completed", timeout=30)
+    assert done["status"] == "completed" and done["result"]["status"] == "OK"
+    assert history_rows(db, job_id) == 1
