@@ -56,7 +56,8 @@ class Settings:
     # in the request (sync mode), as the original did without Redis.
     database_url: str | None = None
     upload_bucket: str | None = None
-    uploads_prefix: str = "uploads/"
+    uploads_prefix: str = "uploads/"  # presigned uploads: the bucket notifies their arrival
+    inline_prefix: str = "inline/"  # files sent through the API: their jobs are queued at once
     queue_url: str | None = None
     dead_letter_queue_url: str | None = None
     queue_name: str = "internetid-verification"
@@ -100,6 +101,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         database_url=_str(env.get("DATABASE_URL")),
         upload_bucket=_str(env.get("UPLOAD_BUCKET")),
         uploads_prefix=env.get("UPLOADS_PREFIX") or d.uploads_prefix,
+        inline_prefix=env.get("INLINE_PREFIX") or d.inline_prefix,
         queue_url=_str(env.get("QUEUE_URL")),
         dead_letter_queue_url=_str(env.get("DEAD_LETTER_QUEUE_URL")),
         queue_name=env.get("QUEUE_NAME") or d.queue_name,

@@ -56,7 +56,7 @@ def submit_job(settings: Settings, job_type: str, submission: Submission) -> tup
     upload = submission.file
     key = None
     if upload is not None:
-        key = storage.object_key(settings, job_id)
+        key = storage.object_key(settings, job_id, inline=True)
         storage.put_object(settings, key, upload.data, upload.content_type)
     jobs.create_job(
         job_id=job_id,

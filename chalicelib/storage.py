@@ -17,8 +17,10 @@ from chalicelib.errors import PermanentError, TransientError
 READ_CHUNK = 1024 * 1024
 
 
-def object_key(settings: Settings, job_id: str) -> str:
-    return f"{settings.uploads_prefix}{job_id}"
+def object_key(settings: Settings, job_id: str, inline: bool = False) -> str:
+    """Presigned uploads and inline files live under separate prefixes: only the first kind
+    starts a job when it lands, so only that prefix is wired to the upload-events queue."""
+    return f"{settings.inline_prefix if inline else settings.uploads_prefix}{job_id}"
 
 
 def job_id_from_key(settings: Settings, key: str) -> str | None:

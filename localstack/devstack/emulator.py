@@ -631,9 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     params = dict(p.split("=", 1) for p in args.parameter)
     with start_emulator(args.backend, port=args.port) as aws:
         aws.apply_template(params)
-        aws.add_upload_notifications()
         print(json.dumps({"backend": aws.backend, "endpoint_url": aws.endpoint_url, "outputs": aws.outputs,
-                          "upload_events_queue_url": aws.upload_events_queue_url,
                           "filled_in": aws.filled_in, **aws.details}, indent=2), flush=True)
         try:
             while True:

@@ -84,9 +84,9 @@ def test_bucket_is_encrypted_private_and_expires_uploads(aws):
     block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
     assert block == {"BlockPublicAcls": True, "IgnorePublicAcls": True,
                      "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
-    (rule,) = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
-    assert rule["Status"] == "Enabled"
-    assert rule["Filter"]["Prefix"] == "uploads/"
+    rule, inline = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert rule["Status"] == "Enabled" and inline["Status"] == "Enabled"
+    assert rule["Filter"]["Prefix"] == "uploads/" and inline["Filter"]["Prefix"] == "inline/"
     assert rule["Expiration"]["Days"] == 2
     assert rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 1
     (cors,) = s3.get_bucket_cors(Bucket=bucket)["CORSRules"]
@@ -130,6 +130,7 @@ def test_function_policy_and_chalice_config_are_recorded(aws, tmp_path):
     policy = record.managed_policy_document(outputs["FunctionPolicyArn"], aws.client("iam"))
     resources = json.dumps(policy)
     assert f"arn:aws:s3:::{aws.outputs['UploadBucketName']}/uploads/*" in resources
+    assert f"arn:aws:s3:::{aws.outputs['UploadBucketName']}/inline/*" in resources
     assert aws.outputs["QueueArn"] in resources and aws.outputs["DeadLetterQueueArn"] in resources
     config = json.loads(record.update_chalice_config(outputs, tmp_path, "dev", policy).read_text())
     env = config["stages"]["dev"]["environment_variables"]

@@ -1,5 +1,6 @@
 """The S3 upload-then-poll flow end to end: presigned POST against the emulator, the bucket's
-ObjectCreated notification, the `on_s3_event` handler, the worker streaming the object."""
+ObjectCreated notification to the upload-events queue, the `upload_arrived` handler, the
+worker streaming the object."""
 from __future__ import annotations
 
 import json

@@ -75,9 +75,10 @@ def test_upload_bucket_is_private_encrypted_and_expires_uploads(template):
     assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
     assert all(v is True for v in bucket["PublicAccessBlockConfiguration"].values())
     assert len(bucket["PublicAccessBlockConfiguration"]) == 4
-    (lifecycle,) = bucket["LifecycleConfiguration"]["Rules"]
-    assert lifecycle["Status"] == "Enabled"
+    lifecycle, inline = bucket["LifecycleConfiguration"]["Rules"]
+    assert lifecycle["Status"] == "Enabled" and inline["Status"] == "Enabled"
     assert _default(template, lifecycle["Prefix"]) == "uploads/"
+    assert _default(template, inline["Prefix"]) == "inline/"
     assert int(_default(template, lifecycle["ExpirationInDays"])) >= 1
     assert lifecycle["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1
     (cors,) = bucket["CorsConfiguration"]["CorsRules"]
@@ -142,7 +143,8 @@ def test_function_policy_is_least_privilege(template):
             "sqs:GetQueueAttributes", "sqs:GetQueueUrl"} <= actions
     assert "cloudwatch:PutMetricData" not in actions  # metrics go out as EMF log lines
     objects = next(s for s in document["Statement"] if "s3:GetObject" in s["Action"])
-    assert objects["Resource"] == {"Fn::Sub": "${UploadBucket.Arn}/${UploadsPrefix}*"}
+    assert objects["Resource"] == [{"Fn::Sub": "${UploadBucket.Arn}/${UploadsPrefix}*"},
+                                   {"Fn::Sub": "${UploadBucket.Arn}/${InlinePrefix}*"}]
 
 
 def test_resolver_turns_alarm_properties_into_api_arguments(template):
@@ -161,7 +163,7 @@ def test_resolver_turns_alarm_properties_into_api_arguments(template):
     assert dlq["Period"] == "10" and dlq["AlarmActions"] == [physical["AlarmTopic"]]
     policy = r.resolve(template["Resources"]["FunctionPolicy"]["Properties"]["PolicyDocument"])
     resources = [s["Resource"] for s in policy["Statement"]]
-    assert "arn:aws:s3:::the-bucket/uploads/*" in resources
+    assert ["arn:aws:s3:::the-bucket/uploads/*", "arn:aws:s3:::the-bucket/inline/*"] in resources
     assert ["arn:aws:sqs:us-east-1:123456789012:q", "arn:aws:sqs:us-east-1:123456789012:q-dlq",
             "arn:aws:sqs:us-east-1:123456789012:q-upload-events"] in resources
     bucket = r.resolve(template["Resources"]["UploadBucket"]["Properties"])
