@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("command", choices=["up"])
     parser.add_argument("--backend", choices=["moto", "localstack"], default=os.environ.get("BACKEND", "moto"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("API_PORT", "8000")))
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("RUNNER_WORKERS", "4")))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("RUNNER_WORKERS", "8")))
     args = parser.parse_args()
     logging.getLogger("botocore").setLevel(logging.WARNING)  # credential/endpoint chatter
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -38,7 +38,7 @@ class StackOptions:
     backend: str = "moto"
     work_dir: Path = PROJECT_ROOT / ".stack"
     api_port: int = 0
-    workers: int = 4
+    workers: int = 8  # Lambda-like concurrency of the worker; measured best on 2 cores (tests/bench)
     schedule_interval_seconds: float = 10.0
     # Settings for the API and the workers on top of the stack's own (e.g. RETRY_BASE_SECONDS).
     app_env: dict[str, str] = field(default_factory=dict)
@@ -145,6 +145,8 @@ class Stack:
             "ALLOW_PRIVATE_NETWORKS": "true",
             "REGISTRY_START_BLOCK": "0",
             "RUNNER_WORKERS": str(opts.workers),
+            # The runner's worker threads share one process, hence one pool: a connection each.
+            "DATABASE_POOL_MAX": str(max(opts.workers, 4)),
             "SCHEDULE_INTERVAL_SECONDS": str(opts.schedule_interval_seconds),
             "PYTHONUNBUFFERED": "1",
             **opts.app_env,

@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200, help="verify jobs per round (default 200)")
     parser.add_argument("--concurrency", type=int, default=8, help="client threads, and in-process threads (default 8)")
-    parser.add_argument("--workers", type=int, default=4, help="runner worker threads of our own stack (default 4)")
+    parser.add_argument("--workers", type=int, default=8, help="runner worker threads of our own stack (default 8, as make up)")
     parser.add_argument("--backend", choices=["moto", "localstack"], default="moto",
                         help="AWS emulator of our own stack (default moto)")
     parser.add_argument("--attach", action="store_true", help="use the stack of a running `make up` (.stack/endpoints.json)")

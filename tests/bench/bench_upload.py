@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=["moto", "localstack"], default="moto",
                         help="AWS emulator of our own stack (default moto)")
     parser.add_argument("--attach", action="store_true", help="use the stack of a running `make up` (.stack/endpoints.json)")
-    parser.add_argument("--workers", type=int, default=4, help="runner worker threads of our own stack (default 4)")
+    parser.add_argument("--workers", type=int, default=8, help="runner worker threads of our own stack (default 8, as make up)")
     parser.add_argument("--hashlib-passes", type=int, default=3, help="hashlib passes over the file (default 3)")
     parser.add_argument("--reference-passes", type=int, default=2,
                         help="reads of the stored object from the benchmark process (default 2)")
