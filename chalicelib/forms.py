@@ -178,7 +178,7 @@ def parse_submission(
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body or b"null")
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ApiError(400, "the body is not valid JSON", "INVALID_JSON") from exc
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object", "INVALID_JSON")
@@ -206,7 +206,7 @@ def _parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], In
                     )
             else:
                 fields[part.name] = part.value
-    except multipart.MultipartError as exc:
+    except (multipart.MultipartError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"malformed multipart body: {exc}", "INVALID_MULTIPART") from exc
     return fields, upload
 
@@ -260,5 +260,5 @@ def parse_list_query(params: Mapping[str, str] | None) -> ListQuery:
         status=status,
         job_type=job_type,
         limit=_int_param(params, "limit", 50, 1, 100),
-        offset=_int_param(params, "offset", 0, 0, None),
+        offset=_int_param(params, "offset", 0, 0, 2**31 - 1),
     )

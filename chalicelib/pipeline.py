@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Iterator
 from urllib.parse import unquote_plus
 
@@ -19,6 +20,11 @@ from chalicelib.config import Settings
 from chalicelib.errors import JobError, TransientError
 from chalicelib.telemetry import job_finished, logger
 from chalicelib.verification import prove_hash, sha256_stream, verify_hash
+
+
+# A job's `last_enqueued_at` is written just after its message is sent; a later value than
+# that means the job was enqueued again (retry endpoint) after the message was written.
+ENQUEUE_RECORD_LAG = timedelta(seconds=2)
 
 
 class RetryScheduled(Exception):
@@ -190,10 +196,12 @@ def reconcile_dead_letters(settings: Settings) -> int:
     the dead-letter queue, counted by the stats and the alarm, until someone redrives them.
     """
     failed = 0
-    for job_id in queue.peek_dead_letters(settings):
+    for job_id, sent_at in queue.peek_dead_letters(settings):
         job = jobs.get_job(job_id)
         if job is None or job.status not in ("queued", "processing"):
             continue
+        if job.last_enqueued_at and job.last_enqueued_at > sent_at + ENQUEUE_RECORD_LAG:
+            continue  # retried or redriven since this message was written: a newer one is live
         message = job.error or f"the job did not finish after {settings.max_retry_attempts} attempts"
         if jobs.fail_job(job_id, message, job.error_code or "DEAD_LETTERED"):
             failed += 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -49,7 +50,10 @@ def enqueue_job(settings: Settings, job_id: str) -> bool:
     except TransientError as exc:
         logger.warning("enqueue failed; the sweeper will re-send", extra={"job_id": job_id, "error": exc.message})
         return False
-    jobs.mark_enqueued(job_id)
+    try:
+        jobs.mark_enqueued(job_id)
+    except TransientError as exc:  # the message is out: the job will run; only the record lags
+        logger.warning("job sent but not marked as sent", extra={"job_id": job_id, "error": exc.message})
     return True
 
 
@@ -92,15 +96,25 @@ def depth(settings: Settings) -> QueueDepth:
     )
 
 
-def peek_dead_letters(settings: Settings, max_messages: int = 100) -> list[str]:
-    """Job ids of messages in the dead-letter queue, leaving the messages where they are."""
+def peek_dead_letters(settings: Settings, max_messages: int = 100) -> list[tuple[str, datetime]]:
+    """(job id, first sent) of the messages in the dead-letter queue, leaving them there.
+
+    SQS keeps a message's SentTimestamp when it moves it to the dead-letter queue, so the time
+    tells whether a job was enqueued again (retry, redrive) after this message was written.
+    """
+    if not settings.dead_letter_queue_url:
+        return []
     sqs = client("sqs")
-    job_ids: list[str] = []
+    found: list[tuple[str, datetime]] = []
     seen: set[str] = set()
     while len(seen) < max_messages:
-        messages = sqs.receive_message(
-            QueueUrl=settings.dead_letter_queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0, WaitTimeSeconds=0
-        ).get("Messages", [])
+        try:
+            messages = sqs.receive_message(
+                QueueUrl=settings.dead_letter_queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0,
+                WaitTimeSeconds=0, AttributeNames=["SentTimestamp"],
+            ).get("Messages", [])
+        except (BotoCoreError, ClientError) as exc:
+            raise TransientError(f"could not read the dead-letter queue: {exc}", "QUEUE_UNAVAILABLE") from exc
         fresh = [m for m in messages if m["MessageId"] not in seen]
         if not fresh:
             break
@@ -108,8 +122,9 @@ def peek_dead_letters(settings: Settings, max_messages: int = 100) -> list[str]:
             seen.add(message["MessageId"])
             job_id = job_id_from_body(message["Body"])
             if job_id:
-                job_ids.append(job_id)
-    return job_ids
+                sent = int(message.get("Attributes", {}).get("SentTimestamp", "0")) / 1000
+                found.append((job_id, datetime.fromtimestamp(sent, timezone.utc)))
+    return found
 
 
 def redrive_dead_letters(settings: Settings, before_send: Callable[[list[str]], object]) -> list[str]:
@@ -119,6 +134,8 @@ def redrive_dead_letters(settings: Settings, before_send: Callable[[list[str]], 
     ready for a worker that picks them up at once. Send first, delete second: a crash in
     between leaves a duplicate, which the worker absorbs, never a lost message.
     """
+    if not settings.dead_letter_queue_url:
+        return []
     sqs = client("sqs")
     moved: list[str] = []
     while True:

@@ -61,7 +61,7 @@ def parse_manifest(data: bytes, max_bytes: int | None = MIB) -> dict[str, Any]:
         )
     try:
         obj = json.loads(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _invalid(f"The manifest is not valid JSON ({exc}).") from exc
     if not isinstance(obj, dict):
         raise _invalid(f"The manifest must be a JSON object, not {type(obj).__name__}.")

@@ -90,3 +90,22 @@ def test_delivery_and_upload_events_are_read_from_lambda_records():
     ]}
     assert pipeline.objects_from_s3_notification(json.dumps(notification)) == [("uploads/a b", 7)]
     assert pipeline.objects_from_s3_notification(json.dumps({"Event": "s3:TestEvent"})) == []
+
+
+def test_reconciler_fails_dead_lettered_jobs_but_not_ones_enqueued_again_since(monkeypatch):
+    from datetime import datetime, timedelta, timezone
+
+    sent = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    stuck = SimpleNamespace(id="stuck", status="processing", last_enqueued_at=sent, error=None, error_code=None)
+    retried = SimpleNamespace(id="retried", status="queued", last_enqueued_at=sent + timedelta(minutes=5),
+                              error="RPC unreachable", error_code="RPC_UNAVAILABLE")
+    done = SimpleNamespace(id="done", status="completed", last_enqueued_at=sent, error=None, error_code=None)
+    jobs_by_id = {j.id: j for j in (stuck, retried, done)}
+    failed: list[tuple] = []
+    monkeypatch.setattr(pipeline.queue, "peek_dead_letters", lambda s: [(j, sent) for j in jobs_by_id])
+    monkeypatch.setattr(pipeline.jobs, "get_job", jobs_by_id.get)
+    monkeypatch.setattr(pipeline.jobs, "fail_job", lambda *a: failed.append(a) or True)
+    monkeypatch.setattr(pipeline, "job_finished", lambda *a, **k: None)
+
+    assert pipeline.reconcile_dead_letters(SETTINGS) == 1
+    assert failed == [("stuck", "the job did not finish after 3 attempts", "DEAD_LETTERED")]
