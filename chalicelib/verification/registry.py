@@ -85,7 +85,16 @@ def rpc_errors(what: str) -> Iterator[None]:
         raise TransientError(f"The RPC endpoint failed {what} ({exc}).", code="RPC_ERROR") from exc
 
 
-def connect(rpc_url: str | None, settings: Settings) -> Web3:
+@contextlib.contextmanager
+def connected(rpc_url: str | None, settings: Settings) -> Iterator[Web3]:
+    """connect() for one verification, closing its HTTP connections afterwards (a worker
+    runs many jobs against many endpoints; pooled sockets must not pile up)."""
+    session = guarded_session(settings.allow_private_networks, settings.http_timeout_seconds)
+    with session:
+        yield connect(rpc_url, settings, session)
+
+
+def connect(rpc_url: str | None, settings: Settings, session: requests.Session | None = None) -> Web3:
     """A Web3 client for a user-supplied RPC URL, under the address rule on every connection.
 
     No network I/O happens here beyond resolving the host for the address check.
@@ -98,7 +107,7 @@ def connect(rpc_url: str | None, settings: Settings) -> Web3:
         raise TransientError(
             f"The RPC endpoint is unreachable: {exc.message}", code="RPC_UNAVAILABLE"
         ) from exc
-    session = guarded_session(settings.allow_private_networks, settings.http_timeout_seconds)
+    session = session or guarded_session(settings.allow_private_networks, settings.http_timeout_seconds)
     provider = HTTPProvider(
         rpc_url,
         session=session,

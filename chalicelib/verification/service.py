@@ -6,6 +6,7 @@ Hashing the file (progress 10) and persisting the outcome (90, 100) belong to th
 from __future__ import annotations
 
 import re
+from contextlib import ExitStack
 from typing import Any, Callable, NamedTuple
 
 from eth_utils import to_checksum_address
@@ -54,7 +55,7 @@ class _Evidence(NamedTuple):
 
 def _gather_evidence(
     file_hash: str, manifest_uri: str, registry_address: str, rpc_url: str | None,
-    settings: Settings, progress: Progress | None,
+    settings: Settings, progress: Progress | None, resources: ExitStack,
 ) -> _Evidence:
     """Steps shared by verify and proof: check the inputs, then manifest (30), signer (50),
     registry entry (70) and the checks."""
@@ -63,7 +64,7 @@ def _gather_evidence(
     _report(progress, 30)
     recovered = recover_signer(manifest.content_hash, manifest.signature)
     _report(progress, 50)
-    w3 = registry.connect(rpc_url, settings)
+    w3 = resources.enter_context(registry.connected(rpc_url, settings))
     entry = registry.read_entry(w3, registry_address, file_hash)
     _report(progress, 70)
     checks = compute_checks(file_hash, manifest, recovered, entry, manifest_uri)
@@ -83,7 +84,8 @@ def verify_hash(
     `rpc_url` is the effective URL (the client's, else the deployment's RPC_URL); None raises
     RPC_URL_REQUIRED. Raises PermanentError / TransientError (chalicelib.errors) on failure.
     """
-    ev = _gather_evidence(file_hash, manifest_uri, registry_address, rpc_url, settings, progress)
+    with ExitStack() as resources:
+        ev = _gather_evidence(file_hash, manifest_uri, registry_address, rpc_url, settings, progress, resources)
     return build_verify_result(ev.file_hash, ev.recovered, ev.entry, ev.checks)
 
 
@@ -97,16 +99,17 @@ def prove_hash(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """The proof document for content whose SHA-256 is `file_hash`; see verify_hash."""
-    ev = _gather_evidence(file_hash, manifest_uri, registry_address, rpc_url, settings, progress)
-    chain = registry.chain_id(ev.w3)
-    try:
-        tx = registry.find_registration(ev.w3, ev.registry_address, ev.file_hash, settings)
-    except TransientError as exc:
-        if exc.code != "RPC_ERROR":
-            raise  # unreachable endpoint: retry the job
-        # The provider answers but refuses eth_getLogs even for one block (method disabled,
-        # pruned history): the registration tx is best-effort, as in the original proof.
-        tx = None
+    with ExitStack() as resources:
+        ev = _gather_evidence(file_hash, manifest_uri, registry_address, rpc_url, settings, progress, resources)
+        chain = registry.chain_id(ev.w3)
+        try:
+            tx = registry.find_registration(ev.w3, ev.registry_address, ev.file_hash, settings)
+        except TransientError as exc:
+            if exc.code != "RPC_ERROR":
+                raise  # unreachable endpoint: retry the job
+            # The provider answers but refuses eth_getLogs even for one block (method disabled,
+            # pruned history): the registration tx is best-effort, as in the original proof.
+            tx = None
     _report(progress, 85)
     return build_proof(
         file_hash=ev.file_hash,
