@@ -6,7 +6,6 @@ S3 first, then the job row, then the message. A failed send leaves a `queued` ro
 """
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from chalicelib import jobs, queue, storage
@@ -51,7 +50,7 @@ def submit_job(settings: Settings, job_type: str, submission: Submission) -> tup
     """Store, record, enqueue. Returns (HTTP status, body)."""
     if not settings.queue_configured:
         return 200, {"mode": "sync", "result": verify_now(settings, job_type, submission)}
-    job_id = str(uuid.uuid4())
+    job_id = jobs.new_job_id()
     target = submission.target
     upload = submission.file
     key = None
@@ -83,7 +82,7 @@ def submit_job(settings: Settings, job_type: str, submission: Submission) -> tup
 
 def create_upload(settings: Settings, request: UploadRequest) -> dict[str, Any]:
     """A job waiting for its file, and the presigned POST that lets the client send it to S3."""
-    job_id = str(uuid.uuid4())
+    job_id = jobs.new_job_id()
     key = storage.object_key(settings, job_id)
     upload = storage.presign_upload(settings, key, request.content_type)
     target = request.target

@@ -516,9 +516,6 @@ class Emulator:
         return f"Emulator(backend={self.backend!r}, endpoint_url={self.endpoint_url!r})"
 
 
-AwsBackend = Emulator
-
-
 # --------------------------------------------------------------------------------------------
 # Starting one
 

@@ -5,6 +5,8 @@ Benchmarks print figures; they assert nothing about timings.
 """
 from __future__ import annotations
 
+import argparse
+
 import json
 import logging
 import os
@@ -49,6 +51,15 @@ class BenchStack:
     @property
     def api_url(self) -> str:
         return self.endpoints["api_url"]
+
+
+def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options both benchmarks share: which stack to use, and how it runs."""
+    parser.add_argument("--backend", choices=["moto", "localstack"], default="moto",
+                        help="AWS emulator of our own stack (default moto)")
+    parser.add_argument("--attach", action="store_true", help="use the stack of a running `make up` (.stack/endpoints.json)")
+    parser.add_argument("--workers", type=int, default=8, help="runner worker threads of our own stack (default 8, as make up)")
+    parser.add_argument("--api-key", default=os.environ.get("API_KEY"), help="x-api-key for the job listing")
 
 
 @contextmanager

@@ -44,6 +44,7 @@ from internetid_cli.api import ApiClient, Target
 from internetid_cli.config import content_type_for
 
 from tests.bench._common import (
+    add_stack_arguments,
     BenchStack, alive, bench_stack, cpu_seconds, load_line, parse_time, percentile, runner_log_records, say, spread,
 )
 
@@ -347,19 +348,15 @@ def check(pipe: dict[str, Any], inproc: dict[str, Any], here: dict[str, Any], jo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_pipeline", description=__doc__.splitlines()[0])
+    add_stack_arguments(parser)
     parser.add_argument("--jobs", type=int, default=200, help="verify jobs per round (default 200)")
     parser.add_argument("--concurrency", type=int, default=8, help="client threads, and in-process threads (default 8)")
-    parser.add_argument("--workers", type=int, default=8, help="runner worker threads of our own stack (default 8, as make up)")
-    parser.add_argument("--backend", choices=["moto", "localstack"], default="moto",
-                        help="AWS emulator of our own stack (default moto)")
-    parser.add_argument("--attach", action="store_true", help="use the stack of a running `make up` (.stack/endpoints.json)")
     parser.add_argument("--files", type=int, default=8, help="distinct anchored files the jobs cycle through (default 8)")
     parser.add_argument("--file-size", type=int, default=4096, help="bytes per file (default 4096)")
     parser.add_argument("--rounds", type=int, default=1, help="measure this many times on the same stack (default 1)")
     parser.add_argument("--warmup", type=int, default=8, help="jobs run and discarded before measuring (default 8)")
     parser.add_argument("--poll-interval", type=float, default=2.0, help="seconds between job listings (default 2)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the jobs of a round")
-    parser.add_argument("--api-key", default=os.environ.get("API_KEY"), help="x-api-key for the job listing")
     parser.add_argument("--runner-log", help="with --attach: the runner's log file, for the worker's stage times")
     parser.add_argument("--app-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for the API and the workers of our own stack, e.g. DATABASE_POOL_MAX=8")

@@ -40,6 +40,7 @@ from internetid_cli.api import ApiClient, Target
 from internetid_cli.config import content_type_for
 
 from tests.bench._common import (
+    add_stack_arguments,
     BenchStack, alive, bench_stack, load_line, parse_time, percentile, proc_status, runner_log_records, say, spread,
 )
 
@@ -192,16 +193,12 @@ def run(stack: BenchStack, args: argparse.Namespace, directory: Path, path: Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_upload", description=__doc__.splitlines()[0])
+    add_stack_arguments(parser)
     parser.add_argument("--size-mib", type=int, default=1024, help="file size in MiB (default 1024)")
-    parser.add_argument("--backend", choices=["moto", "localstack"], default="moto",
-                        help="AWS emulator of our own stack (default moto)")
-    parser.add_argument("--attach", action="store_true", help="use the stack of a running `make up` (.stack/endpoints.json)")
-    parser.add_argument("--workers", type=int, default=8, help="runner worker threads of our own stack (default 8, as make up)")
     parser.add_argument("--hashlib-passes", type=int, default=3, help="hashlib passes over the file (default 3)")
     parser.add_argument("--reference-passes", type=int, default=2,
                         help="reads of the stored object from the benchmark process (default 2)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the job")
-    parser.add_argument("--api-key", default=os.environ.get("API_KEY"))
     parser.add_argument("--runner-log", help="with --attach: the runner's log file (for the worker's hashing time)")
     parser.add_argument("--runner-pid", type=int, help="with --attach: the runner's pid (found by name otherwise)")
     args = parser.parse_args(argv)
