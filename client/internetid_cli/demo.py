@@ -53,8 +53,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None],
         raise ConfigError("--size must be at least 1 byte")
     endpoints = _endpoints()
     # The stack's tooling signs, pins and registers the way a creator's wallet would.
-    from devstack.anchoring import ipfs_add, new_funded_key, sign_manifest
-    from devstack.chain import register_content
+    # Loaded here, not at the top: `verify` and the other commands never import the local runtime.
+    from devstack.anchoring import ipfs_add, new_funded_key, register_content, sign_manifest
 
     client = ApiClient(resolve_api_url(args.api_url), api_key=args.api_key)
     rpc_url, registry = endpoints["rpc_url"], endpoints["registry_address"]

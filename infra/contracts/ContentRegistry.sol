@@ -24,6 +24,15 @@ contract ContentRegistry {
 
     event ManifestUpdated(bytes32 indexed contentHash, string manifestURI, uint64 timestamp);
 
+    event EntryRevoked(bytes32 indexed contentHash, uint64 timestamp);
+
+    modifier onlyCreator(bytes32 contentHash) {
+        address creator = entries[contentHash].creator;
+        require(creator != address(0), "Not registered");
+        require(creator == msg.sender, "Only creator");
+        _;
+    }
+
     /// @notice Registers `contentHash` for the sender. A hash can be registered only once.
     function register(bytes32 contentHash, string calldata manifestURI) external {
         require(entries[contentHash].creator == address(0), "Already registered");
@@ -38,11 +47,15 @@ contract ContentRegistry {
     }
 
     /// @notice Points an existing registration at a new manifest. Only its creator may do so.
-    function updateManifest(bytes32 contentHash, string calldata manifestURI) external {
-        Entry storage entry = entries[contentHash];
-        require(entry.creator != address(0), "Not registered");
-        require(entry.creator == msg.sender, "Only creator");
-        entry.manifestURI = manifestURI;
+    function updateManifest(bytes32 contentHash, string calldata manifestURI) external onlyCreator(contentHash) {
+        entries[contentHash].manifestURI = manifestURI;
         emit ManifestUpdated(contentHash, manifestURI, uint64(block.timestamp));
+    }
+
+    /// @notice Withdraws a registration: the entry keeps its creator and timestamp, its manifest
+    ///         URI becomes empty. Only its creator may do so.
+    function revoke(bytes32 contentHash) external onlyCreator(contentHash) {
+        entries[contentHash].manifestURI = "";
+        emit EntryRevoked(contentHash, uint64(block.timestamp));
     }
 }

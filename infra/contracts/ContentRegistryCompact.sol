@@ -24,6 +24,8 @@ contract ContentRegistryCompact {
 
     event ManifestUpdated(bytes32 indexed contentHash, string manifestURI, uint64 timestamp);
 
+    event EntryRevoked(bytes32 indexed contentHash, uint64 timestamp);
+
     error AlreadyRegistered(bytes32 contentHash);
     error NotRegistered(bytes32 contentHash);
     error OnlyCreator(bytes32 contentHash, address creator);
@@ -41,11 +43,22 @@ contract ContentRegistryCompact {
 
     /// @notice Points an existing registration at a new manifest. Only its creator may do so.
     function updateManifest(bytes32 contentHash, string calldata manifestURI) external {
-        Entry storage entry = entries[contentHash];
+        _entryOfCreator(contentHash).manifestURI = manifestURI;
+        emit ManifestUpdated(contentHash, manifestURI, uint64(block.timestamp));
+    }
+
+    /// @notice Withdraws a registration: the entry keeps its creator and timestamp, its manifest
+    ///         URI becomes empty. Only its creator may do so.
+    function revoke(bytes32 contentHash) external {
+        _entryOfCreator(contentHash).manifestURI = "";
+        emit EntryRevoked(contentHash, uint64(block.timestamp));
+    }
+
+    /// @dev The registered entry of `contentHash`, if the sender created it; reverts otherwise.
+    function _entryOfCreator(bytes32 contentHash) private view returns (Entry storage entry) {
+        entry = entries[contentHash];
         address creator = entry.creator;
         if (creator == address(0)) revert NotRegistered(contentHash);
         if (creator != msg.sender) revert OnlyCreator(contentHash, creator);
-        entry.manifestURI = manifestURI;
-        emit ManifestUpdated(contentHash, manifestURI, uint64(block.timestamp));
     }
 }

@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import requests
 
-from devstack.chain import DevChain
+from devstack.anvil import DEFAULT_CHAIN_ID, Anvil
 from devstack.emulator import start_emulator
 from devstack.ipfs import DevIpfsNode
 from devstack.postgres import start_postgres
@@ -45,6 +45,7 @@ class StackOptions:
     # Template parameters; local runs use a short visibility timeout so crashed jobs come back soon.
     template_parameters: dict[str, str] = field(default_factory=lambda: {"VisibilityTimeoutSeconds": "30"})
     quiet: bool = True  # children log to files under work_dir/logs instead of the terminal
+    chain_id: int = DEFAULT_CHAIN_ID
 
 
 class ManagedProcess:
@@ -88,7 +89,7 @@ class Stack:
         self.options = options or StackOptions()
         self.emulator: Any = None
         self.postgres: Any = None
-        self.chain: DevChain | None = None
+        self.chain: Anvil | None = None
         self.ipfs: DevIpfsNode | None = None
         self.api: ManagedProcess | None = None
         self.runner: ManagedProcess | None = None
@@ -118,7 +119,7 @@ class Stack:
         opts = self.options
         started = time.monotonic()
         # moto runs as its own process: its state is per process, so a second emulator in the
-        # same process (tests do that) would share it; and it keeps moto off the chain's core.
+        # same process (tests do that) would share it; and it keeps moto off this process's core.
         extra = {"in_process": False} if opts.backend == "moto" else {}
         self.emulator = start_emulator(opts.backend, opts.work_dir, **extra)
         outputs = self.emulator.apply_template(opts.template_parameters)
@@ -129,8 +130,7 @@ class Stack:
         from chalicelib.db.migrate import migrate
 
         migrate(database_url)
-        self.chain = DevChain()
-        self.chain.start()
+        self.chain = Anvil(opts.chain_id, log_dir=opts.work_dir / "logs").start()
         registries = self.chain.deploy_registries()
         self.ipfs = DevIpfsNode()
         self.ipfs.start()

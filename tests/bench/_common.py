@@ -89,7 +89,7 @@ def bench_stack(*, attach: bool, workers: int, backend: str = "moto", api_key: s
         stack.start()
         say(f"stack up in {time.monotonic() - started:.1f}s")
         children = _named_children(os.getpid())
-        here = "bench (clients, chain, IPFS)" if "moto server" in children else "bench (clients, chain, IPFS, moto)"
+        here = "bench (clients, IPFS)" if "moto server" in children else "bench (clients, IPFS, moto)"
         processes = {here: os.getpid(), **children}
         if stack.postgres is not None and stack.postgres.pid:
             processes["postgres"] = stack.postgres.pid
@@ -109,7 +109,7 @@ def _attached(runner_log: str | None, runner_pid: int | None) -> BenchStack:
     pid = runner_pid or find_process("devstack.runner")
     workers = _runner_workers(pid) if pid else None
     processes: dict[str, int] = {}
-    for name, needle in (("make up (chain, IPFS, moto when in-process)", "devstack up"),
+    for name, needle in (("make up (IPFS, moto when in-process)", "devstack up"), ("anvil", "anvil --host"),
                          ("moto server", "moto.server"), ("api (chalice local)", "chalice local"),
                          ("runner (workers)", "devstack.runner")):
         found = find_process(needle)

@@ -10,7 +10,7 @@
 3. Runs the same N verifications in-process, without API, storage, queue or database:
    `sha256_stream` of the file and `verify_hash` against the same chain and IPFS node, on C
    threads, in a fresh process of their own (like the runner, it does not share a GIL with the
-   chain and IPFS node, which our own stack serves from this process); and prints pipeline
+   IPFS node, which our own stack serves from this process); and prints pipeline
    throughput as a fraction of that. The same threads inside this process are measured too.
 
 Every job must finish `completed` with result status OK; anything else ends the run with
@@ -217,7 +217,7 @@ def verify_many(spec: dict[str, Any], jobs: int, concurrency: int) -> Counter:
 
 def run_in_own_process(stack: BenchStack, items: list[Item], jobs: int, concurrency: int) -> dict[str, Any]:
     """The verifications in a fresh process of their own, as a Lambda would run them: its GIL is
-    not shared with the dev chain and IPFS node (which live in this process)."""
+    not shared with the dev IPFS node (which lives in this process)."""
     spec = {**verify_spec(stack, items), "jobs": jobs, "concurrency": concurrency}
     child = subprocess.Popen([sys.executable, "-m", "tests.bench.bench_pipeline", "--verifier"],
                              cwd=PROJECT_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -261,8 +261,8 @@ def verifier_main() -> int:
 
 
 def run_in_bench_process(stack: BenchStack, items: list[Item], jobs: int, concurrency: int) -> dict[str, Any]:
-    """The verifications on threads of this process (which also serves the chain and IPFS node
-    of our own stack: they share one GIL)."""
+    """The verifications on threads of this process (which also serves the IPFS node of our own
+    stack: they share one GIL)."""
     spec = verify_spec(stack, items)
     cpu_before = cpu_seconds(stack.processes)
     started = time.monotonic()
@@ -323,7 +323,7 @@ def print_round(number: int, stack: BenchStack, args: argparse.Namespace,
     print(f"  throughput                {inproc['jobs_per_s']:.2f} jobs/s")
     print(f"  results                   {dict(sorted(inproc['statuses'].items()))}")
     print_cpu(inproc["cpu"], inproc["wall"], args.jobs)
-    here_where = "shares its GIL with the chain and IPFS node" if not stack.attached else "chain and IPFS elsewhere"
+    here_where = "shares its GIL with the IPFS node" if not stack.attached else "IPFS node elsewhere"
     print(f"in-process, on threads of the benchmark process ({here_where})")
     print(f"  wall time                 {here['wall']:.2f} s")
     print(f"  throughput                {here['jobs_per_s']:.2f} jobs/s")

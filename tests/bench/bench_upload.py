@@ -34,8 +34,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from chalicelib.verification import sha256_stream
-from devstack.anchoring import anchor, ipfs_add, new_funded_key, sign_manifest
-from devstack.chain import register_content
+from devstack.anchoring import anchor, ipfs_add, new_funded_key, register_content, sign_manifest
 from internetid_cli.api import ApiClient, Target
 from internetid_cli.config import content_type_for
 
