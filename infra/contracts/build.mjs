@@ -15,7 +15,7 @@ const BUILD_DIR = join(HERE, "build");
 const CONTRACTS = ["ContentRegistry", "ContentRegistryCompact"];
 
 // paris: no PUSH0 (shanghai) and no transient storage/MCOPY (cancun), so the bytecode runs on
-// every EVM chain the service may meet, py-evm and older dev nodes included.
+// every EVM chain the service may meet, older dev nodes included.
 const EVM_VERSION = "paris";
 const OPTIMIZER = { enabled: true, runs: 200 };
 const EXPECTED_SOLC = JSON.parse(readFileSync(join(HERE, "package.json"), "utf8")).devDependencies.solc;
