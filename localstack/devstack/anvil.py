@@ -65,7 +65,10 @@ class Anvil:
         argv = [str(anvil_binary()), "--host", "127.0.0.1", "--port", "0", "--chain-id", str(self.chain_id),
                 "--config-out", str(config)]
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            # A session of its own, like the stack's other children: Ctrl-C reaches the stack, which
+            # stops anvil after the processes that use it.
+            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
         self.rpc_url = f"http://127.0.0.1:{self._wait_for_port(timeout)}"
         self.funded_private_keys = json.loads(config.read_text())["private_keys"]
         return self
