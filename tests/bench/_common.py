@@ -109,7 +109,7 @@ def _attached(runner_log: str | None, runner_pid: int | None) -> BenchStack:
     pid = runner_pid or find_process("devstack.runner")
     workers = _runner_workers(pid) if pid else None
     processes: dict[str, int] = {}
-    for name, needle in (("make up (IPFS, moto when in-process)", "devstack up"), ("anvil", "anvil --host"),
+    for name, needle in (("make up (IPFS, moto when in-process)", "devstack up"), ("anvil (dev chain)", ANVIL),
                          ("moto server", "moto.server"), ("api (chalice local)", "chalice local"),
                          ("runner (workers)", "devstack.runner")):
         found = find_process(needle)
@@ -123,8 +123,9 @@ def _attached(runner_log: str | None, runner_pid: int | None) -> BenchStack:
                       runner_log=Path(runner_log) if runner_log else None, processes=processes)
 
 
+ANVIL = "bin/anvil --host"  # its command line also holds "localstack/": matched before LocalStack
 ROLES = (("chalice local", "api (chalice local)"), ("devstack.runner", "runner (workers)"),
-         ("moto", "moto server"), ("localstack", "localstack"))
+         ("moto", "moto server"), (ANVIL, "anvil (dev chain)"), ("localstack", "localstack"))
 
 
 def _named_children(parent: int) -> dict[str, int]:
