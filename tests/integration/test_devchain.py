@@ -1,5 +1,6 @@
 """anvil as the dev chain, and the product's registry reads against it over real HTTP: both
 layouts, the registration transaction many blocks later, updateManifest, revoke."""
+import json
 import os
 from dataclasses import replace
 
@@ -28,6 +29,8 @@ SETTINGS = Settings(allow_private_networks=True, registry_start_block=0)
 URI = "ipfs://QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"
 ENTRY_REVOKED_TOPIC = Web3.to_hex(Web3.keccak(text="EntryRevoked(bytes32,uint64)"))
 LAYOUTS = pytest.mark.parametrize("layout", REGISTRY_CONTRACTS)
+FIXED_ADDRESSES = {"ContentRegistry": "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+                   "ContentRegistryCompact": "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"}
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +64,22 @@ def registered(chain, layout, creator_key) -> tuple[str, dict]:
 def test_anvil_serves_the_dev_chain_with_the_registries_at_fixed_addresses(chain, w3):
     assert chain.rpc("web3_clientVersion").startswith("anvil/")
     assert registry.chain_id(w3) == chain.chain_id == 31337
-    # account 0 at nonces 0 and 1 of a fresh chain, as the README and `make up` print
-    assert chain.registries == {"ContentRegistry": "0x5FbDB2315678afecb367f032d93F642f64180aa3",
-                                "ContentRegistryCompact": "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"}
+    assert chain.registries == FIXED_ADDRESSES  # account 0, nonces 0 and 1: what the README shows
     for name, address in chain.registries.items():
         assert Web3.to_hex(w3.eth.get_code(address)) == load_artifact(name)["deployedBytecode"]
     accounts = [Account.from_key(key).address for key in chain.funded_private_keys]
     assert accounts == w3.eth.accounts and len(accounts) == 10
     assert all(w3.eth.get_balance(address) > 10**21 for address in accounts)
+
+
+def test_the_running_stack_points_at_anvil(stack):
+    """What `make up` writes to endpoints.json: anvil's RPC URL and the registries at fixed addresses."""
+    endpoints = json.loads((stack.options.work_dir / "endpoints.json").read_text())
+    w3 = Web3(Web3.HTTPProvider(endpoints["rpc_url"]))
+    assert w3.client_version.startswith("anvil/") and w3.eth.chain_id == endpoints["chain_id"] == 31337
+    assert endpoints["registry_addresses"] == FIXED_ADDRESSES
+    assert endpoints["registry_address"] == FIXED_ADDRESSES["ContentRegistry"]
+    assert Account.from_key(endpoints["funded_private_key"]).address == w3.eth.accounts[0]
 
 
 def test_another_chain_id_for_a_second_chain():
