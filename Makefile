@@ -14,7 +14,8 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 venv: $(STAMP)
 
-## Run the whole stack locally (moto, Postgres, dev chain, dev IPFS node, API, workers) until Ctrl-C.
+## Run the whole stack locally (moto, Postgres, anvil, dev IPFS node, API, workers) until Ctrl-C.
+## anvil comes from npm (localstack/package.json): `npm ci` runs there when its binary is missing.
 up: venv
 	$(PY) -m devstack up $(if $(BACKEND),--backend $(BACKEND))
 

@@ -69,8 +69,12 @@ class Anvil:
             # stops anvil after the processes that use it.
             self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
-        self.rpc_url = f"http://127.0.0.1:{self._wait_for_port(timeout)}"
-        self.funded_private_keys = json.loads(config.read_text())["private_keys"]
+        try:
+            self.rpc_url = f"http://127.0.0.1:{self._wait_for_port(timeout)}"
+            self.funded_private_keys = json.loads(config.read_text())["private_keys"]
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _wait_for_port(self, timeout: float) -> int:
@@ -81,10 +85,14 @@ class Anvil:
             if found:
                 return int(found.group(1))
             if self.process.poll() is not None:
-                raise RuntimeError(f"anvil exited with {self.process.returncode}; see {self.log_path}")
+                raise self._failure(f"anvil exited with {self.process.returncode}")
             time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"anvil did not listen within {timeout}s; see {self.log_path}")
+        raise self._failure(f"anvil did not listen within {timeout}s")
+
+    def _failure(self, reason: str) -> RuntimeError:
+        """The error with anvil's last output (its log may live in a directory `stop()` removes)."""
+        tail = self.log_path.read_text(errors="replace")[-2000:].strip()
+        return RuntimeError(f"{reason}; its output ({self.log_path}):\n{tail}")
 
     def web3(self) -> Web3:
         return Web3(Web3.HTTPProvider(self.rpc_url, request_kwargs={"timeout": 30}))
