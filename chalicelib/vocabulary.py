@@ -52,12 +52,14 @@ MAX_FILE_NAME_LENGTH = 255
 LIST_LIMIT_DEFAULT = 50
 LIST_LIMIT_MAX = 100
 LIST_OFFSET_MAX = 2**31 - 1  # Postgres OFFSET takes a bigint; keep it well inside
-ALLOWED_CONTENT_TYPES = frozenset({
+# The original service's accepted file types, in its order, plus application/octet-stream.
+CONTENT_TYPES_LISTED = (
     "image/jpeg", "image/png", "image/gif", "image/webp", "image/svg+xml",
     "video/mp4", "video/webm", "video/quicktime", "video/x-msvideo",
     "audio/mpeg", "audio/wav", "audio/ogg",
     "application/pdf", "text/plain", "application/json", "application/octet-stream",
-})
+)
+ALLOWED_CONTENT_TYPES = frozenset(CONTENT_TYPES_LISTED)
 
 # --- error codes -----------------------------------------------------------------------------
 
@@ -136,9 +138,11 @@ QUEUE_UNAVAILABLE = _code("QUEUE_UNAVAILABLE", 503, permanent=False)
 DATABASE_UNAVAILABLE = _code("DATABASE_UNAVAILABLE", 503, permanent=False)
 INTERNAL_ERROR = _code("INTERNAL_ERROR", 500, permanent=False)
 
-# Job failure codes beyond the verification core's, in the order the API document lists them.
+# Job failure codes beyond the verification core's, in the order the API document lists them;
+# the first set is what a worker's attempt can raise (the others are set by housekeeping).
 JOB_FAILURE_CODES = (UPLOAD_EXPIRED, UPLOAD_MISSING, STORAGE_UNAVAILABLE, DATABASE_UNAVAILABLE,
                      INTERNAL_ERROR, DEAD_LETTERED)
+RAISED_IN_JOBS = (UPLOAD_MISSING, STORAGE_UNAVAILABLE, DATABASE_UNAVAILABLE, INTERNAL_ERROR)
 
 
 def verification_codes(permanent: bool) -> list[ErrorCode]:

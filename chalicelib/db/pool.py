@@ -8,7 +8,7 @@ pool, so a connection the server dropped (restart, failover, idle timeout,
 `Database.connection()` is the only way the job store talks to the database: it yields a
 connection inside a transaction (committed when the block ends, rolled back on an exception)
 and turns "the database cannot be reached" (`psycopg.OperationalError`, which includes the pool's
-`PoolTimeout`) into `TransientError(code="DATABASE_UNAVAILABLE")`, which the worker retries.
+`PoolTimeout`) into a `TransientError` with code `DATABASE_UNAVAILABLE`, which the worker retries.
 """
 from __future__ import annotations
 

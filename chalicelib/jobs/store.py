@@ -16,7 +16,7 @@ matches no row and reports False/None, and the caller acknowledges the message a
   at most once per job (UNIQUE job_id, ON CONFLICT DO NOTHING).
 - `fail_job` keeps the first failure: an already failed job is left as it is.
 
-A database outage raises `TransientError(code="DATABASE_UNAVAILABLE")`. Ids that are not UUIDs
+A database outage raises a `TransientError` with code `DATABASE_UNAVAILABLE`. Ids that are not UUIDs
 match no job (None/False), without a database error.
 """
 from __future__ import annotations

@@ -133,7 +133,7 @@ def check_url(url: str, allow_private: bool) -> SplitResult:
     """Check scheme and host, resolve the host, and refuse if ANY address is disallowed.
 
     Raises UrlNotAllowed (permanent) for refused URLs and TransientError
-    ("DNS_RESOLUTION_FAILED") when the name cannot be resolved right now.
+    (`DNS_RESOLUTION_FAILED`) when the name cannot be resolved right now.
     """
     parts = check_url_syntax(url)
     host = parts.hostname or ""

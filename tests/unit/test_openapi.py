@@ -12,7 +12,7 @@ from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 
 import app
-from chalicelib import vocabulary
+from chalicelib import apidoc, vocabulary
 
 DOC_PATH = Path(app.__file__).parent / "chalicelib" / "openapi.json"
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -219,3 +219,31 @@ def test_examples_match_their_schemas(doc: dict) -> None:
     assert len(pairs) > 10
     for schema, example in pairs:
         _validator(doc, schema).validate(example)
+
+
+# --- the vocabulary's parts of the document ---------------------------------------------------
+
+def test_committed_document_is_what_the_generator_writes() -> None:
+    """Enumerations, patterns, limits, content types and code lists come from the vocabulary:
+    run `python -m chalicelib.apidoc` after changing it."""
+    text = DOC_PATH.read_text(encoding="utf-8")
+    assert apidoc.dumps(apidoc.render(json.loads(text))) == text
+
+
+def test_generator_follows_the_vocabulary(doc: dict, monkeypatch) -> None:
+    monkeypatch.setattr(apidoc, "JOB_STATUSES", (*vocabulary.JOB_STATUSES, "paused"))
+    rendered = apidoc.render(doc)
+    assert rendered["components"]["schemas"]["JobStatus"]["enum"][-1] == "paused"
+    assert rendered != doc
+
+
+def _setting_names() -> set[str]:
+    source = (Path(app.__file__).parent / "chalicelib" / "config.py").read_text(encoding="utf-8")
+    return set(re.findall(r'env\.get\("([A-Z_]+)"\)', source))
+
+
+def test_every_code_the_document_names_is_in_the_vocabulary_and_back() -> None:
+    named = set(re.findall(r"`([A-Z][A-Z_]{3,})`", DOC_PATH.read_text(encoding="utf-8")))
+    named |= {node for node in re.findall(r'"code": "([A-Z_]+)"', DOC_PATH.read_text(encoding="utf-8"))}
+    assert named - _setting_names() - set(vocabulary.VERDICTS) <= set(vocabulary.ERROR_CODES)
+    assert set(vocabulary.ERROR_CODES) <= named
