@@ -15,7 +15,9 @@ from chalicelib.aws import LazyClient, unavailable_as
 from chalicelib.config import Settings
 from chalicelib.vocabulary import QUEUE_UNAVAILABLE
 
-MAX_VISIBILITY_SECONDS = 12 * 60 * 60
+# SQS refuses a visibility that takes a message past 12 hours from its receive; a worker holds it
+# for at most a Lambda timeout (15 minutes) before asking, so the longest backoff leaves that much.
+MAX_VISIBILITY_SECONDS = 12 * 60 * 60 - 15 * 60
 SCAN_HIDE_SECONDS = 30  # a dead-letter scan hides what it has read, so each receive brings new ones
 BATCH = 10  # SQS's most messages per receive and per batch call
 

@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Any, Mapping
 
 from chalicelib.timefmt import iso8601
-from chalicelib.vocabulary import FINISHED_STATUSES
 
 
 @dataclass(frozen=True)
@@ -43,10 +42,6 @@ class Job:
         values = {name: row[name] for name in FIELDS}
         values["id"] = str(values["id"])
         return cls(**values)
-
-    @property
-    def finished(self) -> bool:
-        return self.status in FINISHED_STATUSES
 
 
 FIELDS = tuple(f.name for f in fields(Job))

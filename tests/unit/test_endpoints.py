@@ -11,6 +11,7 @@ from urllib3 import encode_multipart_formdata
 
 import app
 from chalicelib.api import endpoints
+from chalicelib.errors import PermanentError, TransientError
 from chalicelib.vocabulary import FAILED, LIST_OFFSET_MAX, QUEUED
 
 from tests.unit.conftest import API_KEY, make_settings
@@ -340,3 +341,28 @@ def test_redrive_when_the_queue_is_down_is_a_503(http, aws):
     response = http.post("/api/verification-jobs/dead-letter/redrive", headers={"x-api-key": API_KEY})
     assert (response.status_code, error(response)["code"]) == (503, "QUEUE_UNAVAILABLE")
     assert response.headers["Retry-After"] == "5"
+
+
+# --- synchronous verification ------------------------------------------------------------------
+
+@pytest.mark.parametrize("raised,status", [
+    (PermanentError("The manifest is not valid JSON.", "MANIFEST_INVALID"), 422),
+    (TransientError("The RPC endpoint is unreachable.", "RPC_UNAVAILABLE"), 502),
+])
+def test_a_failed_verification_in_the_request_is_422_or_502(http, monkeypatch, raised, status):
+    def fail(*args):
+        raise raised
+    monkeypatch.setattr(endpoints, "prove_hash", fail)
+    body, headers = form()
+    response = http.post("/api/proof", headers=headers, body=body)
+    assert (response.status_code, error(response)["code"]) == (status, raised.code)
+    assert error(response)["error"].startswith(raised.message)
+
+
+def test_the_sync_proof_gets_the_file_name_and_hash(http, monkeypatch):
+    seen = []
+    monkeypatch.setattr(endpoints, "prove_hash", lambda *args: seen.append(args[:2]) or {"version": "1.0"})
+    body, headers = form(b"test")
+    response = http.post("/api/proof", headers=headers, body=body)
+    assert (response.status_code, json.loads(response.body)) == (200, {"version": "1.0"})
+    assert seen == [("0x9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "clip.txt")]

@@ -247,3 +247,13 @@ def test_every_code_the_document_names_is_in_the_vocabulary_and_back() -> None:
     named |= {node for node in re.findall(r'"code": "([A-Z_]+)"', DOC_PATH.read_text(encoding="utf-8"))}
     assert named - _setting_names() - set(vocabulary.VERDICTS) <= set(vocabulary.ERROR_CODES)
     assert set(vocabulary.ERROR_CODES) <= named
+
+
+def test_generator_script_rewrites_a_stale_document(tmp_path, monkeypatch, capsys) -> None:
+    stale = json.loads(DOC_PATH.read_text(encoding="utf-8"))
+    stale["components"]["schemas"]["JobType"]["enum"] = ["verify"]
+    target = tmp_path / "openapi.json"
+    target.write_text(apidoc.dumps(stale), encoding="utf-8")
+    monkeypatch.setattr(apidoc, "DOCUMENT_PATH", target)
+    assert apidoc.main() == 0 and "rewritten" in capsys.readouterr().out
+    assert target.read_text(encoding="utf-8") == DOC_PATH.read_text(encoding="utf-8")
