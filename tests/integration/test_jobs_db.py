@@ -18,6 +18,7 @@ from chalicelib.db.migrate import ADVISORY_LOCK_KEY, discover, migrate
 from chalicelib.errors import TransientError
 from chalicelib.jobs import JobStore
 from devstack.postgres import start_postgres
+from tests.store_contract import CHECKS
 
 pytestmark = pytest.mark.integration
 
@@ -585,3 +586,10 @@ def test_check_constraints_allow_exactly_the_vocabulary(pg):
     assert _check_values(pg, "verification_jobs", "status") == set(vocabulary.JOB_STATUSES)
     assert _check_values(pg, "verification_jobs", "type") == set(vocabulary.JOB_TYPES)
     assert _check_values(pg, "verifications", "status") == set(vocabulary.VERDICTS)
+
+
+# --- the rules the unit tests' fake store keeps too ------------------------------------------
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+def test_store_keeps_the_contract(store, check):
+    check(store)
