@@ -1,19 +1,46 @@
-"""boto3 clients, made once per process and shared (a Lambda container reuses them).
+"""boto3 clients, and the one rule for what their failures mean to the service.
 
 boto3 reads AWS_ENDPOINT_URL itself, so the same code talks to AWS, moto or LocalStack.
 """
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.errors import TransientError
 
 _CONFIG = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30)
+NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
 
-@lru_cache(maxsize=None)
-def client(service: str) -> Any:
-    """A shared boto3 client; boto3 clients are thread-safe once created."""
-    return boto3.session.Session().client(service, config=_CONFIG)
+class LazyClient:
+    """A boto3 client made on first use (thread-safe once created), or the one given (tests).
+    Made late so that a failure to make it (no region, bad endpoint) is a dependency failure
+    of the request that needed it, answered in the contract's shape."""
+
+    def __init__(self, service: str, client: Any = None) -> None:
+        self.service = service
+        self.client = client
+
+    def __call__(self) -> Any:
+        if self.client is None:
+            self.client = boto3.session.Session().client(self.service, config=_CONFIG)
+        return self.client
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+@contextmanager
+def unavailable_as(code: str, what: str) -> Iterator[None]:
+    """Turn any AWS failure inside the block into TransientError(`code`): the dependency is
+    down or refusing, which is a 503 in a request and a retry in a job."""
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        raise TransientError(f"could not {what}: {exc}", code) from exc

@@ -2,44 +2,49 @@
 
 Every failure inside a job is either permanent (retrying cannot help: fail the job now and
 consume the message) or transient (the world may change: put the job back and let SQS
-redeliver with backoff). Code that raises picks the class; the pipeline only reads `permanent`.
+redeliver with backoff). Which one a code is, and its HTTP status, is written once in
+`chalicelib.vocabulary`; the classes here refuse a code that is not there or not of their kind.
 """
 from __future__ import annotations
 
+from chalicelib.vocabulary import ERROR_CODES
+
 
 class JobError(Exception):
-    """A failure while running a job. `code` is a stable MACHINE_CODE for clients."""
+    """A failure while running a job (or a dependency failing in a request)."""
 
     permanent: bool = True
-    code: str = "JOB_FAILED"
+    code: str = ""  # a subclass may fix its code
 
     def __init__(self, message: str, code: str | None = None) -> None:
+        code = code or self.code
+        known = ERROR_CODES.get(code)
+        if known is None or known.permanent != self.permanent:
+            kind = "permanent" if self.permanent else "transient"
+            raise ValueError(f"{code!r} is not a {kind} error code of chalicelib.vocabulary")
         super().__init__(message)
         self.message = message
-        if code:
-            self.code = code
+        self.code = code
 
 
 class PermanentError(JobError):
     """Bad input or a fact that will not change: malformed manifest, no contract, no upload."""
 
     permanent = True
-    code = "PERMANENT_ERROR"
 
 
 class TransientError(JobError):
     """Network trouble, timeouts, 5xx, throttling, RPC or database connection loss."""
 
     permanent = False
-    code = "TRANSIENT_ERROR"
 
 
 class ApiError(Exception):
-    """A client mistake, answered as `{"error", "code", "field"?}` with a 4xx status."""
+    """A client mistake, answered as `{"error", "code", "field"?}` with the code's 4xx status."""
 
-    def __init__(self, status: int, message: str, code: str, field: str | None = None) -> None:
+    def __init__(self, code: str, message: str, field: str | None = None, status: int | None = None) -> None:
         super().__init__(message)
-        self.status = status
+        self.status = status or ERROR_CODES[code].status or 400
         self.message = message
         self.code = code
         self.field = field

@@ -1,24 +1,25 @@
-"""The work queue and its dead-letter queue on SQS: sending jobs, backoff, depth, redrive.
+"""The SQS adapter for the work queue and its dead-letter queue: send, delay, depth, scan, move.
 
 A message carries only `{"jobId": ...}`; everything else lives in the job row, so a message
-can be re-sent or redriven any number of times without carrying stale data.
+can be re-sent or redriven any number of times without carrying stale data. Every botocore
+failure comes out as TransientError(QUEUE_UNAVAILABLE).
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from chalicelib import jobs
-from chalicelib.aws import client
+from chalicelib.aws import LazyClient, unavailable_as
 from chalicelib.config import Settings
-from chalicelib.errors import TransientError
-from chalicelib.telemetry import logger
+from chalicelib.vocabulary import QUEUE_UNAVAILABLE
 
-MAX_VISIBILITY_SECONDS = 12 * 60 * 60
+# SQS refuses a visibility that takes a message past 12 hours from its receive; a worker holds it
+# for at most a Lambda timeout (15 minutes) before asking, so the longest backoff leaves that much.
+MAX_VISIBILITY_SECONDS = 12 * 60 * 60 - 15 * 60
+SCAN_HIDE_SECONDS = 30  # a dead-letter scan hides what it has read, so each receive brings new ones
+BATCH = 10  # SQS's most messages per receive and per batch call
 
 
 def message_body(job_id: str) -> str:
@@ -35,41 +36,6 @@ def job_id_from_body(body: str) -> str | None:
     return job_id if isinstance(job_id, str) else None
 
 
-def send_job(settings: Settings, job_id: str) -> None:
-    try:
-        client("sqs").send_message(QueueUrl=settings.queue_url, MessageBody=message_body(job_id))
-    except (BotoCoreError, ClientError) as exc:
-        raise TransientError(f"could not enqueue the job: {exc}", "QUEUE_UNAVAILABLE") from exc
-
-
-def enqueue_job(settings: Settings, job_id: str) -> bool:
-    """Send a recorded job's message. On failure the job stays `queued` with no
-    `last_enqueued_at`, and the sweeper sends it later: the request still succeeds."""
-    try:
-        send_job(settings, job_id)
-    except TransientError as exc:
-        logger.warning("enqueue failed; the sweeper will re-send", extra={"job_id": job_id, "error": exc.message})
-        return False
-    try:
-        jobs.mark_enqueued(job_id)
-    except TransientError as exc:  # the message is out: the job will run; only the record lags
-        logger.warning("job sent but not marked as sent", extra={"job_id": job_id, "error": exc.message})
-    return True
-
-
-def backoff_seconds(settings: Settings, receive_count: int) -> int:
-    """Exponential backoff: base, 2×base, 4×base… for the 1st, 2nd, 3rd failed receive."""
-    delay = settings.retry_base_seconds * (2 ** max(receive_count - 1, 0))
-    return int(min(max(round(delay), 0), MAX_VISIBILITY_SECONDS))
-
-
-def delay_redelivery(settings: Settings, receipt_handle: str, seconds: int) -> None:
-    """Hold the message invisible for `seconds`: SQS redelivers it when they run out."""
-    client("sqs").change_message_visibility(
-        QueueUrl=settings.queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
-    )
-
-
 @dataclass(frozen=True)
 class QueueDepth:
     waiting: int
@@ -78,82 +44,102 @@ class QueueDepth:
     dead_letter: int
 
 
-def depth(settings: Settings) -> QueueDepth:
-    """Approximate message counts of both queues (SQS's own figures, a few seconds stale)."""
-    sqs = client("sqs")
-    main = sqs.get_queue_attributes(QueueUrl=settings.queue_url, AttributeNames=["All"])["Attributes"]
-    dead = 0
-    if settings.dead_letter_queue_url:
-        dlq = sqs.get_queue_attributes(
-            QueueUrl=settings.dead_letter_queue_url, AttributeNames=["ApproximateNumberOfMessages"]
-        )["Attributes"]
-        dead = int(dlq.get("ApproximateNumberOfMessages", 0))
-    return QueueDepth(
-        waiting=int(main.get("ApproximateNumberOfMessages", 0)),
-        active=int(main.get("ApproximateNumberOfMessagesNotVisible", 0)),
-        delayed=int(main.get("ApproximateNumberOfMessagesDelayed", 0)),
-        dead_letter=dead,
-    )
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message of the dead-letter queue, as a redrive or a scan sees it."""
+
+    job_id: str | None
+    body: str
+    receipt_handle: str
+    sent_at: datetime  # SQS keeps the first SentTimestamp when it dead-letters a message
 
 
-def peek_dead_letters(settings: Settings, max_messages: int = 100) -> list[tuple[str, datetime]]:
-    """(job id, first sent) of the messages in the dead-letter queue, leaving them there.
+class WorkQueue:
+    def __init__(self, settings: Settings, sqs: Any = None) -> None:
+        self.url = settings.queue_url
+        self.dead_letter_url = settings.dead_letter_queue_url
+        self.sqs = LazyClient("sqs", sqs)
 
-    SQS keeps a message's SentTimestamp when it moves it to the dead-letter queue, so the time
-    tells whether a job was enqueued again (retry, redrive) after this message was written.
-    """
-    if not settings.dead_letter_queue_url:
-        return []
-    sqs = client("sqs")
-    found: list[tuple[str, datetime]] = []
-    seen: set[str] = set()
-    while len(seen) < max_messages:
-        try:
-            messages = sqs.receive_message(
-                QueueUrl=settings.dead_letter_queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0,
+    def send(self, job_id: str) -> None:
+        with unavailable_as(QUEUE_UNAVAILABLE, "enqueue the job"):
+            self.sqs().send_message(QueueUrl=self.url, MessageBody=message_body(job_id))
+
+    def delay_redelivery(self, receipt_handle: str, seconds: int) -> None:
+        """Hold the message invisible for `seconds`: SQS redelivers it when they run out."""
+        with unavailable_as(QUEUE_UNAVAILABLE, "delay the message"):
+            self.sqs().change_message_visibility(QueueUrl=self.url, ReceiptHandle=receipt_handle,
+                                               VisibilityTimeout=min(max(seconds, 0), MAX_VISIBILITY_SECONDS))
+
+    def check(self) -> None:
+        """Raise when the work queue cannot be reached (the health check)."""
+        with unavailable_as(QUEUE_UNAVAILABLE, "reach the work queue"):
+            self.sqs().get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])
+
+    def depth(self) -> QueueDepth:
+        """Approximate message counts of both queues (SQS's own figures, a few seconds stale)."""
+        with unavailable_as(QUEUE_UNAVAILABLE, "read the queue depth"):
+            main = self.sqs().get_queue_attributes(QueueUrl=self.url, AttributeNames=["All"])["Attributes"]
+            dead = {}
+            if self.dead_letter_url:
+                dead = self.sqs().get_queue_attributes(
+                    QueueUrl=self.dead_letter_url, AttributeNames=["ApproximateNumberOfMessages"]
+                )["Attributes"]
+        return QueueDepth(
+            waiting=int(main.get("ApproximateNumberOfMessages", 0)),
+            active=int(main.get("ApproximateNumberOfMessagesNotVisible", 0)),
+            delayed=int(main.get("ApproximateNumberOfMessagesDelayed", 0)),
+            dead_letter=int(dead.get("ApproximateNumberOfMessages", 0)),
+        )
+
+    def receive_dead_letters(self, hide_seconds: int) -> list[DeadLetter]:
+        """Up to ten dead-letter messages, hidden from other readers for `hide_seconds`."""
+        if not self.dead_letter_url:
+            return []
+        with unavailable_as(QUEUE_UNAVAILABLE, "read the dead-letter queue"):
+            messages = self.sqs().receive_message(
+                QueueUrl=self.dead_letter_url, MaxNumberOfMessages=BATCH, VisibilityTimeout=hide_seconds,
                 WaitTimeSeconds=0, AttributeNames=["SentTimestamp"],
             ).get("Messages", [])
-        except (BotoCoreError, ClientError) as exc:
-            raise TransientError(f"could not read the dead-letter queue: {exc}", "QUEUE_UNAVAILABLE") from exc
-        fresh = [m for m in messages if m["MessageId"] not in seen]
-        if not fresh:
-            break
-        for message in fresh:
-            seen.add(message["MessageId"])
-            job_id = job_id_from_body(message["Body"])
-            if job_id:
-                sent = int(message.get("Attributes", {}).get("SentTimestamp", "0")) / 1000
-                found.append((job_id, datetime.fromtimestamp(sent, timezone.utc)))
-    return found
+        return [DeadLetter(
+            job_id=job_id_from_body(m["Body"]), body=m["Body"], receipt_handle=m["ReceiptHandle"],
+            sent_at=datetime.fromtimestamp(int(m.get("Attributes", {}).get("SentTimestamp", "0")) / 1000,
+                                           timezone.utc),
+        ) for m in messages]
 
+    def peek_dead_letters(self, max_messages: int = 100) -> list[DeadLetter]:
+        """The messages of the dead-letter queue, left there. Each receive hides what it read,
+        so the next one brings others (a receive that may show the same ones again would end
+        the scan early); at the end all of them are made visible again."""
+        found: list[DeadLetter] = []
+        try:
+            while len(found) < max_messages:
+                batch = self.receive_dead_letters(SCAN_HIDE_SECONDS)
+                if not batch:
+                    break
+                found.extend(batch)
+        finally:
+            self.release(found)
+        return found
 
-def redrive_dead_letters(settings: Settings, before_send: Callable[[list[str]], object]) -> list[str]:
-    """Move every dead-letter message back to the work queue; returns the job ids moved.
+    def release(self, messages: list[DeadLetter]) -> None:
+        """Make dead-letter messages visible again at once."""
+        for start in range(0, len(messages), BATCH):
+            chunk = messages[start:start + BATCH]
+            with unavailable_as(QUEUE_UNAVAILABLE, "release the dead-letter messages"):
+                self.sqs().change_message_visibility_batch(QueueUrl=self.dead_letter_url, Entries=[
+                    {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": 0}
+                    for i, m in enumerate(chunk)])
 
-    `before_send` gets each batch's job ids before the messages go out, so their jobs are
-    ready for a worker that picks them up at once. Send first, delete second: a crash in
-    between leaves a duplicate, which the worker absorbs, never a lost message.
-    """
-    if not settings.dead_letter_queue_url:
-        return []
-    sqs = client("sqs")
-    moved: list[str] = []
-    while True:
-        messages = sqs.receive_message(
-            QueueUrl=settings.dead_letter_queue_url, MaxNumberOfMessages=10, VisibilityTimeout=60, WaitTimeSeconds=0
-        ).get("Messages", [])
-        if not messages:
-            return moved
-        before_send([j for m in messages if (j := job_id_from_body(m["Body"]))])
-        sent = sqs.send_message_batch(
-            QueueUrl=settings.queue_url,
-            Entries=[{"Id": str(i), "MessageBody": m["Body"]} for i, m in enumerate(messages)],
-        ).get("Successful", [])
-        done = [messages[int(entry["Id"])] for entry in sent]
-        if not done:
-            raise TransientError("the work queue refused the redriven messages", "QUEUE_UNAVAILABLE")
-        sqs.delete_message_batch(
-            QueueUrl=settings.dead_letter_queue_url,
-            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
-        )
-        moved.extend(j for m in done if (j := job_id_from_body(m["Body"])))
+    def move_to_work_queue(self, messages: list[DeadLetter]) -> list[DeadLetter]:
+        """Send dead-letter messages (at most ten) to the work queue, then delete the ones sent
+        from the dead-letter queue; returns those. Send first, delete second: a crash in between
+        leaves a duplicate, which the worker absorbs, never a lost message."""
+        with unavailable_as(QUEUE_UNAVAILABLE, "redrive the dead-letter messages"):
+            sent = self.sqs().send_message_batch(
+                QueueUrl=self.url, Entries=[{"Id": str(i), "MessageBody": m.body} for i, m in enumerate(messages)],
+            ).get("Successful", [])
+            done = [messages[int(entry["Id"])] for entry in sent]
+            if done:
+                self.sqs().delete_message_batch(QueueUrl=self.dead_letter_url, Entries=[
+                    {"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(done)])
+        return done

@@ -1,11 +1,4 @@
-"""PostgreSQL access: the process connection pool and the schema migrations."""
-from chalicelib.db.pool import (
-    DATABASE_UNAVAILABLE,
-    close_pool,
-    configure_pool,
-    connection,
-    get_pool,
-    ping,
-)
+"""PostgreSQL access: the connection pool and the schema migrations."""
+from chalicelib.db.pool import Database
 
-__all__ = ["DATABASE_UNAVAILABLE", "close_pool", "configure_pool", "connection", "get_pool", "ping"]
+__all__ = ["Database"]

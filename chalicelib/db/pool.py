@@ -1,14 +1,14 @@
-"""The process-wide PostgreSQL connection pool.
+"""The PostgreSQL connection pool.
 
-One `psycopg_pool.ConnectionPool` per process (per Lambda container), created on first use from
-`settings().database_url`, or from an explicit URL given to `configure_pool()` (tests, the local
-stack). Connections are checked when taken from the pool, so a connection the server dropped
-(restart, failover, idle timeout, `pg_terminate_backend`) is replaced instead of failing the call.
+One `Database` per process (per Lambda container, built once in `chalicelib.wiring`), whose
+`psycopg_pool.ConnectionPool` opens on first use. Connections are checked when taken from the
+pool, so a connection the server dropped (restart, failover, idle timeout,
+`pg_terminate_backend`) is replaced instead of failing the call.
 
-`connection()` is the only way the repository modules talk to the database: it yields a
+`Database.connection()` is the only way the job store talks to the database: it yields a
 connection inside a transaction (committed when the block ends, rolled back on an exception)
 and turns "the database cannot be reached" (`psycopg.OperationalError`, which includes the pool's
-`PoolTimeout`) into `TransientError(code="DATABASE_UNAVAILABLE")`, which the pipeline retries.
+`PoolTimeout`) into a `TransientError` with code `DATABASE_UNAVAILABLE`, which the worker retries.
 """
 from __future__ import annotations
 
@@ -21,12 +21,10 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from chalicelib.config import settings
 from chalicelib.errors import TransientError
+from chalicelib.vocabulary import DATABASE_UNAVAILABLE
 
 logger = logging.getLogger(__name__)
-
-DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
 
 # Defaults sized for Lambda: no connection is opened before it is needed (min_size 0), a caller
 # waits at most POOL_TIMEOUT_SECONDS for one, and a refused connection attempt gives up fast.
@@ -35,9 +33,6 @@ CONNECT_TIMEOUT_SECONDS = 5
 RECONNECT_TIMEOUT_SECONDS = 10.0  # then the next request starts a fresh attempt: bounds the lag after an outage
 MAX_IDLE_SECONDS = 300.0
 MAX_LIFETIME_SECONDS = 1800.0
-
-_lock = threading.Lock()
-_pool: ConnectionPool | None = None
 
 
 def _checker() -> tuple[Callable[[psycopg.Connection[Any]], None], list[ConnectionPool]]:
@@ -60,11 +55,11 @@ def _checker() -> tuple[Callable[[psycopg.Connection[Any]], None], list[Connecti
     return check, owner
 
 
-def _new_pool(url: str, **overrides: Any) -> ConnectionPool:
+def _new_pool(url: str, max_size: int, **overrides: Any) -> ConnectionPool:
     check, owner = _checker()
     options: dict[str, Any] = dict(
         min_size=0,
-        max_size=settings().database_pool_max,
+        max_size=max_size,
         open=True,
         check=check,
         timeout=POOL_TIMEOUT_SECONDS,
@@ -89,65 +84,48 @@ def _new_pool(url: str, **overrides: Any) -> ConnectionPool:
     return pool
 
 
-def configure_pool(url: str | None = None, **overrides: Any) -> ConnectionPool:
-    """(Re)create the process pool for `url` (default `settings().database_url`).
-
-    `overrides` are passed to `ConnectionPool` (e.g. `timeout=2`, `max_size=8`); a `kwargs`
-    override is merged into the connection arguments. A previous pool is closed first.
-    """
-    global _pool
-    url = url or settings().database_url
-    if not url:
-        raise RuntimeError("DATABASE_URL is not set")
-    with _lock:
-        old, _pool = _pool, None
-        if old is not None:
-            old.close()
-        _pool = _new_pool(url, **overrides)
-        return _pool
-
-
-def get_pool() -> ConnectionPool:
-    """The process pool, created on first use from `settings().database_url`."""
-    global _pool
-    pool = _pool
-    if pool is not None:
-        return pool
-    with _lock:
-        if _pool is None:
-            url = settings().database_url
-            if not url:
-                raise RuntimeError("DATABASE_URL is not set")
-            _pool = _new_pool(url)
-        return _pool
-
-
-def close_pool() -> None:
-    """Close the process pool (the next `get_pool()` creates a new one)."""
-    global _pool
-    with _lock:
-        old, _pool = _pool, None
-    if old is not None:
-        old.close()
-
-
-@contextmanager
-def connection(timeout: float | None = None) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-    """A pooled connection in a transaction; database outages raise TransientError.
-    `timeout` bounds the wait for a connection (the pool's own default otherwise)."""
-    try:
-        with get_pool().connection(timeout=timeout) as conn:
-            yield conn
-    except psycopg.OperationalError as exc:
-        logger.warning("database unavailable: %s", exc)
-        raise TransientError(f"Database unavailable: {exc}", code=DATABASE_UNAVAILABLE) from exc
-
-
 HEALTH_TIMEOUT_SECONDS = 3.0
 
 
-def ping() -> None:
-    """Run `SELECT 1` for the health check, waiting at most a few seconds for a connection (a
-    health check that hangs is no answer); raises TransientError when the database is down."""
-    with connection(timeout=HEALTH_TIMEOUT_SECONDS) as conn:
-        conn.execute("SELECT 1")
+class Database:
+    """The pool of one database URL, opened on first use; `overrides` go to `ConnectionPool`
+    (e.g. `timeout=2`), a `kwargs` override is merged into the connection arguments."""
+
+    def __init__(self, url: str | None, max_size: int = 4, **overrides: Any) -> None:
+        self.url = url
+        self.max_size = max_size
+        self.overrides = overrides
+        self._lock = threading.Lock()
+        self._pool: ConnectionPool | None = None
+
+    def pool(self) -> ConnectionPool:
+        with self._lock:
+            if self._pool is None:
+                if not self.url:
+                    raise RuntimeError("DATABASE_URL is not set")
+                self._pool = _new_pool(self.url, self.max_size, **dict(self.overrides))
+            return self._pool
+
+    def close(self) -> None:
+        """Close the pool (the next use opens a new one)."""
+        with self._lock:
+            old, self._pool = self._pool, None
+        if old is not None:
+            old.close()
+
+    @contextmanager
+    def connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        """A pooled connection in a transaction; database outages raise TransientError.
+        `timeout` bounds the wait for a connection (the pool's own default otherwise)."""
+        try:
+            with self.pool().connection(timeout=timeout) as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            logger.warning("database unavailable: %s", exc)
+            raise TransientError(f"Database unavailable: {exc}", code=DATABASE_UNAVAILABLE) from exc
+
+    def ping(self) -> None:
+        """`SELECT 1` for the health check, waiting at most a few seconds for a connection (a
+        health check that hangs is no answer); raises TransientError when the database is down."""
+        with self.connection(timeout=HEALTH_TIMEOUT_SECONDS) as conn:
+            conn.execute("SELECT 1")

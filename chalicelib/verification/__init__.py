@@ -9,7 +9,7 @@ from .manifest import Manifest, fetch_manifest, parse_manifest
 from .netguard import UrlNotAllowed, check_url, check_url_syntax, guarded_session
 from .registry import OnchainEntry, RegistrationTx, chain_id, connect, find_registration, read_entry
 from .result import build_proof, build_verify_result, compute_checks, network_name
-from .service import prove_hash, verify_hash
+from .verify import prove_hash, verify_hash
 from .signature import recover_signer
 
 # py_ecc (imported by eth-account) raises the interpreter's recursion limit to 100000 for its

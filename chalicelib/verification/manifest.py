@@ -18,6 +18,10 @@ import urllib3
 
 from ..config import Settings
 from ..errors import PermanentError, TransientError
+from ..vocabulary import (
+    HASH_RE, MANIFEST_FETCH_FAILED, MANIFEST_INVALID, MANIFEST_NOT_FOUND,
+    MANIFEST_TOO_LARGE, MANIFEST_TOO_MANY_REDIRECTS, SIGNATURE_RE, UNSUPPORTED_URI,
+)
 from .netguard import check_url, guarded_session
 
 MIB = 1024 * 1024
@@ -25,8 +29,6 @@ MAX_REDIRECTS = 3
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 
-HASH_RE = re.compile(r"^0x[0-9a-fA-F]{64}$")
-SIGNATURE_RE = re.compile(r"^0x[0-9a-fA-F]{130}$")
 CID_RE = re.compile(r"^[A-Za-z0-9]+$")
 
 _CHUNK = 64 * 1024
@@ -45,7 +47,7 @@ class Manifest:
 
 
 def _invalid(message: str) -> PermanentError:
-    return PermanentError(message, code="MANIFEST_INVALID")
+    return PermanentError(message, code=MANIFEST_INVALID)
 
 
 def parse_manifest(data: bytes, max_bytes: int | None = MIB) -> dict[str, Any]:
@@ -57,7 +59,7 @@ def parse_manifest(data: bytes, max_bytes: int | None = MIB) -> dict[str, Any]:
     """
     if max_bytes is not None and len(data) > max_bytes:
         raise PermanentError(
-            f"The manifest is larger than {max_bytes} bytes.", code="MANIFEST_TOO_LARGE"
+            f"The manifest is larger than {max_bytes} bytes.", code=MANIFEST_TOO_LARGE
         )
     try:
         obj = json.loads(data.decode("utf-8-sig"))
@@ -83,7 +85,7 @@ def resolve_manifest_uri(uri: str, ipfs_gateway: str) -> tuple[str, str | None]:
     `ipfs://CID[/path]` becomes `{gateway}/ipfs/CID[/path]`; http(s) URLs are used as they are.
     """
     if not isinstance(uri, str) or not uri:
-        raise PermanentError("The manifest URI is empty.", code="UNSUPPORTED_URI")
+        raise PermanentError("The manifest URI is empty.", code=UNSUPPORTED_URI)
     scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
     if scheme == "ipfs":
         rest = uri[len("ipfs://"):] if uri[:7].lower() == "ipfs://" else ""
@@ -91,12 +93,12 @@ def resolve_manifest_uri(uri: str, ipfs_gateway: str) -> tuple[str, str | None]:
         if not CID_RE.match(cid):
             raise PermanentError(
                 f"The manifest URI {uri!r} has no valid CID: use ipfs://<CID>[/path].",
-                code="UNSUPPORTED_URI",
+                code=UNSUPPORTED_URI,
             )
         # A path must stay inside the CID's directory on the gateway: no dot segments.
         if any(unquote(seg) in (".", "..") for seg in path.split("/")):
             raise PermanentError(
-                f"The manifest URI {uri!r} has '.' or '..' path segments.", code="UNSUPPORTED_URI"
+                f"The manifest URI {uri!r} has '.' or '..' path segments.", code=UNSUPPORTED_URI
             )
         url = f"{ipfs_gateway.rstrip('/')}/ipfs/{cid}"
         if path:
@@ -107,20 +109,20 @@ def resolve_manifest_uri(uri: str, ipfs_gateway: str) -> tuple[str, str | None]:
     raise PermanentError(
         f"Unsupported manifest URI scheme {scheme or '(none)'!r}: "
         "use ipfs://<CID>[/path] or an http(s):// URL.",
-        code="UNSUPPORTED_URI",
+        code=UNSUPPORTED_URI,
     )
 
 
 def _fetch_failed(url: str, detail: str) -> TransientError:
     return TransientError(
-        f"Could not fetch the manifest from {url}: {detail}.", code="MANIFEST_FETCH_FAILED"
+        f"Could not fetch the manifest from {url}: {detail}.", code=MANIFEST_FETCH_FAILED
     )
 
 
 def _read_capped(response: requests.Response, url: str, max_bytes: int, deadline: float) -> bytes:
     """Read the body, stopping (and refusing) as soon as it exceeds `max_bytes`."""
     too_large = PermanentError(
-        f"The manifest at {url} is larger than {max_bytes} bytes.", code="MANIFEST_TOO_LARGE"
+        f"The manifest at {url} is larger than {max_bytes} bytes.", code=MANIFEST_TOO_LARGE
     )
     length = response.headers.get("Content-Length")
     if length and length.isdigit() and int(length) > max_bytes:
@@ -178,11 +180,11 @@ def fetch_bytes(url: str, settings: Settings) -> bytes:
                 raise _fetch_failed(url, f"HTTP {status}")
             raise PermanentError(
                 f"The manifest URL {url} answered HTTP {status}: check manifestURI.",
-                code="MANIFEST_NOT_FOUND",
+                code=MANIFEST_NOT_FOUND,
             )
     raise PermanentError(
         f"The manifest URL redirected more than {MAX_REDIRECTS} times.",
-        code="MANIFEST_TOO_MANY_REDIRECTS",
+        code=MANIFEST_TOO_MANY_REDIRECTS,
     )
 
 

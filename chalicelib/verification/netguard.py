@@ -25,6 +25,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from ..errors import PermanentError, TransientError
+from ..vocabulary import DNS_RESOLUTION_FAILED, URL_NOT_ALLOWED
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -49,7 +50,7 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 class UrlNotAllowed(PermanentError):
     """The URL's scheme or one of the addresses it resolves to is refused by the rule."""
 
-    code = "URL_NOT_ALLOWED"
+    code = URL_NOT_ALLOWED
 
 
 def _embedded_ipv4(ip: IPAddress) -> list[IPAddress]:
@@ -132,7 +133,7 @@ def check_url(url: str, allow_private: bool) -> SplitResult:
     """Check scheme and host, resolve the host, and refuse if ANY address is disallowed.
 
     Raises UrlNotAllowed (permanent) for refused URLs and TransientError
-    ("DNS_RESOLUTION_FAILED") when the name cannot be resolved right now.
+    (`DNS_RESOLUTION_FAILED`) when the name cannot be resolved right now.
     """
     parts = check_url_syntax(url)
     host = parts.hostname or ""
@@ -141,10 +142,10 @@ def check_url(url: str, allow_private: bool) -> SplitResult:
         addresses = resolve_host(host, port)
     except (socket.gaierror, UnicodeError) as exc:
         raise TransientError(
-            f"Could not resolve the host {host!r} ({exc}).", code="DNS_RESOLUTION_FAILED"
+            f"Could not resolve the host {host!r} ({exc}).", code=DNS_RESOLUTION_FAILED
         ) from exc
     if not addresses:
-        raise TransientError(f"The host {host!r} has no address.", code="DNS_RESOLUTION_FAILED")
+        raise TransientError(f"The host {host!r} has no address.", code=DNS_RESOLUTION_FAILED)
     for address in addresses:
         check_address(address, allow_private, what=f"The host {host!r}")
     return parts

@@ -10,7 +10,6 @@ configuration can get it wrong.
 from __future__ import annotations
 
 import contextlib
-import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -24,6 +23,11 @@ from web3.providers.rpc import HTTPProvider
 
 from ..config import Settings
 from ..errors import JobError, PermanentError, TransientError
+from ..vocabulary import (
+    ADDRESS_RE, CONTENT_HASH_INVALID, HASH_RE, REGISTRY_ADDRESS_INVALID,
+    REGISTRY_INCOMPATIBLE, REGISTRY_NOT_FOUND, RPC_ERROR, RPC_REJECTED, RPC_UNAVAILABLE,
+    RPC_URL_REQUIRED,
+)
 from .netguard import check_url, guarded_session
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
@@ -33,8 +37,6 @@ CONTENT_REGISTERED_TOPIC = "0x" + keccak(text="ContentRegistered(bytes32,address
 LAYOUT_A = ("address", "bytes32", "string", "uint64")  # offset word 0x80
 LAYOUT_B = ("address", "uint64", "string")  # offset word 0x60
 
-_ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
-_HASH_RE = re.compile(r"^0x[0-9a-fA-F]{64}$")
 
 
 @dataclass(frozen=True)
@@ -68,21 +70,21 @@ def rpc_errors(what: str) -> Iterator[None]:
     except ContractLogicError as exc:
         raise PermanentError(
             f"The contract reverted {what} ({exc}): is registryAddress a ContentRegistry?",
-            code="REGISTRY_INCOMPATIBLE",
+            code=REGISTRY_INCOMPATIBLE,
         ) from exc
     except requests.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else 0
         if status in (408, 425, 429) or status >= 500 or status == 0:
             raise TransientError(f"The RPC endpoint answered HTTP {status} during {what}.",
-                                 code="RPC_UNAVAILABLE") from exc
+                                 code=RPC_UNAVAILABLE) from exc
         raise PermanentError(
-            f"The RPC endpoint refused {what} with HTTP {status}: check rpcUrl.", code="RPC_REJECTED"
+            f"The RPC endpoint refused {what} with HTTP {status}: check rpcUrl.", code=RPC_REJECTED
         ) from exc
     except (requests.RequestException, OSError) as exc:
         raise TransientError(f"The RPC endpoint is unreachable during {what} ({exc}).",
-                             code="RPC_UNAVAILABLE") from exc
+                             code=RPC_UNAVAILABLE) from exc
     except (Web3Exception, ValueError) as exc:  # JSON-RPC error object, non-JSON answer, ...
-        raise TransientError(f"The RPC endpoint failed {what} ({exc}).", code="RPC_ERROR") from exc
+        raise TransientError(f"The RPC endpoint failed {what} ({exc}).", code=RPC_ERROR) from exc
 
 
 @contextlib.contextmanager
@@ -99,13 +101,12 @@ def connect(rpc_url: str | None, settings: Settings, session: requests.Session |
 
     No network I/O happens here beyond resolving the host for the address check.
     """
-    if not rpc_url:
-        raise PermanentError("No RPC URL: pass rpcUrl or configure RPC_URL.", code="RPC_URL_REQUIRED")
+    require_rpc_url(rpc_url)
     try:
         check_url(rpc_url, settings.allow_private_networks)
     except TransientError as exc:  # DNS trouble
         raise TransientError(
-            f"The RPC endpoint is unreachable: {exc.message}", code="RPC_UNAVAILABLE"
+            f"The RPC endpoint is unreachable: {exc.message}", code=RPC_UNAVAILABLE
         ) from exc
     session = session or guarded_session(settings.allow_private_networks, settings.http_timeout_seconds)
     provider = HTTPProvider(
@@ -126,18 +127,31 @@ def chain_id(w3: Web3) -> int:
         return int(w3.eth.chain_id)
 
 
-def _checked_address(address: str) -> str:
-    if not isinstance(address, str) or not _ADDRESS_RE.match(address):
+def require_rpc_url(rpc_url: str | None) -> str:
+    """The effective RPC URL, or RPC_URL_REQUIRED when neither client nor deployment gave one."""
+    if not rpc_url:
+        raise PermanentError("No RPC URL: pass rpcUrl or configure RPC_URL.", code=RPC_URL_REQUIRED)
+    return rpc_url
+
+
+def checked_address(address: str) -> str:
+    """The registry address checksummed, or REGISTRY_ADDRESS_INVALID."""
+    if not isinstance(address, str) or not ADDRESS_RE.match(address):
         raise PermanentError("The registry address must be 0x followed by 40 hex digits.",
-                             code="REGISTRY_ADDRESS_INVALID")
+                             code=REGISTRY_ADDRESS_INVALID)
     return to_checksum_address(address)
 
 
-def _hash_bytes(content_hash: str) -> bytes:
-    if not isinstance(content_hash, str) or not _HASH_RE.match(content_hash):
+def checked_hash(content_hash: str) -> str:
+    """The content hash in lowercase, or CONTENT_HASH_INVALID."""
+    if not isinstance(content_hash, str) or not HASH_RE.match(content_hash):
         raise PermanentError("The content hash must be 0x followed by 64 hex digits.",
-                             code="CONTENT_HASH_INVALID")
-    return bytes.fromhex(content_hash[2:])
+                             code=CONTENT_HASH_INVALID)
+    return content_hash.lower()
+
+
+def _hash_bytes(content_hash: str) -> bytes:
+    return bytes.fromhex(checked_hash(content_hash)[2:])
 
 
 def decode_entry(data: bytes) -> OnchainEntry:
@@ -145,7 +159,7 @@ def decode_entry(data: bytes) -> OnchainEntry:
     incompatible = PermanentError(
         "The registry's entries(bytes32) returned data of neither known layout: "
         "is registryAddress a ContentRegistry?",
-        code="REGISTRY_INCOMPATIBLE",
+        code=REGISTRY_INCOMPATIBLE,
     )
     if len(data) < 96:
         raise incompatible
@@ -172,7 +186,7 @@ def read_entry(w3: Web3, registry_address: str, content_hash: str) -> OnchainEnt
 
     Raises REGISTRY_NOT_FOUND when there is no contract at the address on this chain.
     """
-    address = _checked_address(registry_address)
+    address = checked_address(registry_address)
     calldata = ENTRIES_SELECTOR + _hash_bytes(content_hash)
     with rpc_errors("eth_getCode"):
         code = w3.eth.get_code(address)
@@ -180,7 +194,7 @@ def read_entry(w3: Web3, registry_address: str, content_hash: str) -> OnchainEnt
         raise PermanentError(
             f"There is no contract at {address} on the network behind the RPC URL: "
             "check registryAddress, and that rpcUrl points at the network the registry is on.",
-            code="REGISTRY_NOT_FOUND",
+            code=REGISTRY_NOT_FOUND,
         )
     with rpc_errors("entries(bytes32)"):
         data = w3.eth.call({"to": address, "data": "0x" + calldata.hex()})
@@ -202,7 +216,7 @@ def find_registration(
     `log_scan_lookback_blocks` blocks, and stops at the first window with a match. A window the
     provider refuses with a JSON-RPC error is halved and retried, down to a single block.
     """
-    address = _checked_address(registry_address)
+    address = checked_address(registry_address)
     hash_topic = "0x" + _hash_bytes(content_hash).hex()
     with rpc_errors("eth_blockNumber"):
         latest = int(w3.eth.block_number)

@@ -10,11 +10,11 @@ from eth_account.messages import encode_defunct
 from eth_utils import to_checksum_address
 
 from ..errors import PermanentError
-from .manifest import HASH_RE, SIGNATURE_RE
+from ..vocabulary import HASH_RE, SIGNATURE_INVALID, SIGNATURE_RE
 
 
 def _invalid(message: str) -> PermanentError:
-    return PermanentError(message, code="SIGNATURE_INVALID")
+    return PermanentError(message, code=SIGNATURE_INVALID)
 
 
 def recover_signer(content_hash_hex: str, signature_hex: str) -> str:

@@ -15,7 +15,7 @@ DEFAULT_API_URL = "http://127.0.0.1:8000"
 ENDPOINTS_FILE = Path(".stack") / "endpoints.json"
 # The API's inline cap (MAX_INLINE_UPLOAD_BYTES, 4 MiB): anything larger goes straight to storage.
 MAX_INLINE = 4 * 1024 * 1024
-# The file types the API accepts (chalicelib/forms.py ALLOWED_CONTENT_TYPES); others travel as octet-stream.
+# The file types the API accepts (chalicelib/vocabulary.py ALLOWED_CONTENT_TYPES); others travel as octet-stream.
 ALLOWED_CONTENT_TYPES = frozenset({
     "image/jpeg", "image/png", "image/gif", "image/webp", "image/svg+xml",
     "video/mp4", "video/webm", "video/quicktime", "video/x-msvideo",

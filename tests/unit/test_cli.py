@@ -15,7 +15,7 @@ import multipart
 import pytest
 import requests
 
-from chalicelib.forms import ALLOWED_CONTENT_TYPES as SERVER_CONTENT_TYPES
+from chalicelib.vocabulary import ALLOWED_CONTENT_TYPES as SERVER_CONTENT_TYPES
 from internetid_cli import config, flow, main, report
 from internetid_cli.api import ApiClient, ClientError, Submitted, Target, error_from_response
 from internetid_cli.formdata import CHUNK_SIZE, StreamingForm

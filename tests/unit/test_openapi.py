@@ -12,7 +12,7 @@ from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 
 import app
-from chalicelib import forms
+from chalicelib import apidoc, vocabulary
 
 DOC_PATH = Path(app.__file__).parent / "chalicelib" / "openapi.json"
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -105,8 +105,8 @@ def test_job_schema_has_every_contract_field(doc: dict) -> None:
     contract = {"id", "jobId", "type", "status", "progress", "contentHash", "manifestUri", "registryAddress",
                 "rpcUrl", "result", "error", "retryCount", "createdAt", "startedAt", "completedAt", "updatedAt"}
     assert contract | {"errorCode"} == set(job["properties"]) == set(job["required"])
-    assert _resolve(doc, job["properties"]["status"])["enum"] == list(forms.JOB_STATUSES)
-    assert _resolve(doc, job["properties"]["type"])["enum"] == list(forms.JOB_TYPES)
+    assert _resolve(doc, job["properties"]["status"])["enum"] == list(vocabulary.JOB_STATUSES)
+    assert _resolve(doc, job["properties"]["type"])["enum"] == list(vocabulary.JOB_TYPES)
 
 
 def test_job_schema_accepts_what_job_to_api_returns(doc: dict) -> None:
@@ -162,7 +162,7 @@ def test_inline_submissions(doc: dict, path: str) -> None:
     assert set(form["required"]) == {"file", "registryAddress", "manifestURI"}
     assert set(form["properties"]) == {"file", "registryAddress", "manifestURI", "rpcUrl"}
     encoding = operation["requestBody"]["content"]["multipart/form-data"]["encoding"]["file"]["contentType"]
-    assert set(encoding.split(", ")) == forms.ALLOWED_CONTENT_TYPES
+    assert set(encoding.split(", ")) == vocabulary.ALLOWED_CONTENT_TYPES
     assert "URL_NOT_ALLOWED" in _resolve(doc, responses["400"])["description"]
     assert "MANIFEST_INVALID" in responses["422"]["description"]
 
@@ -182,8 +182,8 @@ def test_job_submissions_are_async_with_sync_fallback(doc: dict) -> None:
 def test_list_query_parameters(doc: dict) -> None:
     params = {p["name"]: p for p in doc["paths"]["/api/verification-jobs"]["get"]["parameters"]}
     assert set(params) == {"status", "type", "limit", "offset"}
-    assert _resolve(doc, params["status"]["schema"])["enum"] == list(forms.JOB_STATUSES)
-    assert _resolve(doc, params["type"]["schema"])["enum"] == list(forms.JOB_TYPES)
+    assert _resolve(doc, params["status"]["schema"])["enum"] == list(vocabulary.JOB_STATUSES)
+    assert _resolve(doc, params["type"]["schema"])["enum"] == list(vocabulary.JOB_TYPES)
     assert params["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}
     assert params["offset"]["schema"] == {"type": "integer", "minimum": 0, "default": 0}
 
@@ -219,3 +219,41 @@ def test_examples_match_their_schemas(doc: dict) -> None:
     assert len(pairs) > 10
     for schema, example in pairs:
         _validator(doc, schema).validate(example)
+
+
+# --- the vocabulary's parts of the document ---------------------------------------------------
+
+def test_committed_document_is_what_the_generator_writes() -> None:
+    """Enumerations, patterns, limits, content types and code lists come from the vocabulary:
+    run `python -m chalicelib.apidoc` after changing it."""
+    text = DOC_PATH.read_text(encoding="utf-8")
+    assert apidoc.dumps(apidoc.render(json.loads(text))) == text
+
+
+def test_generator_follows_the_vocabulary(doc: dict, monkeypatch) -> None:
+    monkeypatch.setattr(apidoc, "JOB_STATUSES", (*vocabulary.JOB_STATUSES, "paused"))
+    rendered = apidoc.render(doc)
+    assert rendered["components"]["schemas"]["JobStatus"]["enum"][-1] == "paused"
+    assert rendered != doc
+
+
+def _setting_names() -> set[str]:
+    source = (Path(app.__file__).parent / "chalicelib" / "config.py").read_text(encoding="utf-8")
+    return set(re.findall(r'env\.get\("([A-Z_]+)"\)', source))
+
+
+def test_every_code_the_document_names_is_in_the_vocabulary_and_back() -> None:
+    named = set(re.findall(r"`([A-Z][A-Z_]{3,})`", DOC_PATH.read_text(encoding="utf-8")))
+    named |= {node for node in re.findall(r'"code": "([A-Z_]+)"', DOC_PATH.read_text(encoding="utf-8"))}
+    assert named - _setting_names() - set(vocabulary.VERDICTS) <= set(vocabulary.ERROR_CODES)
+    assert set(vocabulary.ERROR_CODES) <= named
+
+
+def test_generator_script_rewrites_a_stale_document(tmp_path, monkeypatch, capsys) -> None:
+    stale = json.loads(DOC_PATH.read_text(encoding="utf-8"))
+    stale["components"]["schemas"]["JobType"]["enum"] = ["verify"]
+    target = tmp_path / "openapi.json"
+    target.write_text(apidoc.dumps(stale), encoding="utf-8")
+    monkeypatch.setattr(apidoc, "DOCUMENT_PATH", target)
+    assert apidoc.main() == 0 and "rewritten" in capsys.readouterr().out
+    assert target.read_text(encoding="utf-8") == DOC_PATH.read_text(encoding="utf-8")

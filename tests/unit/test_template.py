@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.config import STACK_OUTPUT_ENVIRONMENT
+from chalicelib.config import STACK_OUTPUT_ENVIRONMENT, load_settings
 
 from devstack.emulator import TemplateResolver, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "infra" / "template.yaml"
 WORKER_TIMEOUT_SECONDS = 60
-MAX_RETRY_ATTEMPTS = 3
 
 
 def run_cfn_lint(*paths: Path) -> subprocess.CompletedProcess:
@@ -54,11 +53,24 @@ def test_cfn_lint_passes():
     assert result.returncode == 0, f"cfn-lint failed:\n{result.stdout}\n{result.stderr}"
 
 
-def test_work_queue_redrives_to_the_dead_letter_queue_after_three_receives(template):
+def _stage_settings(stage: str):
+    """The settings the worker runs with in a Chalice stage (its environment over the defaults)."""
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    return load_settings(config["stages"][stage].get("environment_variables", {}))
+
+
+@pytest.mark.parametrize("stage", ["dev", "local"])
+def test_work_queue_dead_letters_after_as_many_receives_as_the_worker_allows(template, stage):
+    """The worker fails a job on its last allowed receive (MAX_RETRY_ATTEMPTS) and lets SQS move
+    the message: the queue's maxReceiveCount must be that same number."""
     queue = template["Resources"]["WorkQueue"]["Properties"]
     redrive = queue["RedrivePolicy"]
     assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
-    assert int(_default(template, redrive["maxReceiveCount"])) == MAX_RETRY_ATTEMPTS
+    assert int(_default(template, redrive["maxReceiveCount"])) == _stage_settings(stage).max_retry_attempts
+
+
+def test_queue_retention(template):
+    queue = template["Resources"]["WorkQueue"]["Properties"]
     assert int(queue["MessageRetentionPeriod"]) == 4 * 24 * 3600
     dlq = template["Resources"]["DeadLetterQueue"]["Properties"]
     assert int(dlq["MessageRetentionPeriod"]) == 14 * 24 * 3600

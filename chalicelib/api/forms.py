@@ -1,4 +1,4 @@
-"""Parsing and validating what clients send, with the 4xx answers of the HTTP contract.
+"""The HTTP layer's parsing: what clients send, validated, with the 4xx answers of the contract.
 
 Handlers hand over the raw pieces of a request (headers, body, query); everything that can be
 wrong with them is caught here, so that nothing downstream sees unvalidated input.
@@ -16,20 +16,11 @@ import multipart
 from chalicelib.config import Settings
 from chalicelib.errors import ApiError, JobError
 from chalicelib.verification.netguard import check_url
-
-ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
-HASH_RE = re.compile(r"^0x[0-9a-fA-F]{64}$")
-# CIDv0 (base58btc multihash) or CIDv1 in base32 / base36, then an optional path.
-IPFS_URI_RE = re.compile(r"^ipfs://(Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{40,}|k[0-9a-z]{40,})(/[^\s?#]*)?$")
-MAX_URI_LENGTH = 2048
-JOB_TYPES = ("verify", "proof")
-JOB_STATUSES = ("awaiting_upload", "queued", "processing", "completed", "failed")
-ALLOWED_CONTENT_TYPES = frozenset({
-    "image/jpeg", "image/png", "image/gif", "image/webp", "image/svg+xml",
-    "video/mp4", "video/webm", "video/quicktime", "video/x-msvideo",
-    "audio/mpeg", "audio/wav", "audio/ogg",
-    "application/pdf", "text/plain", "application/json", "application/octet-stream",
-})
+from chalicelib.vocabulary import (
+    ADDRESS_RE, ALLOWED_CONTENT_TYPES, HASH_RE, HTTP_URL_RE, INVALID_JSON, INVALID_MULTIPART, IPFS_URI_RE,
+    JOB_STATUSES, JOB_TYPES, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, LIST_OFFSET_MAX, MAX_FILE_NAME_LENGTH,
+    MAX_URI_LENGTH, PAYLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE, VALIDATION_ERROR, VERIFY,
+)
 
 
 @dataclass(frozen=True)
@@ -74,8 +65,8 @@ class ListQuery:
     offset: int
 
 
-def _bad(field: str, message: str, code: str = "VALIDATION_ERROR") -> ApiError:
-    return ApiError(400, message, code, field)
+def _bad(field: str, message: str) -> ApiError:
+    return ApiError(VALIDATION_ERROR, message, field)
 
 
 def _text(fields: Mapping[str, Any], name: str, required: bool) -> str | None:
@@ -94,7 +85,7 @@ def _checked_url(settings: Settings, field: str, url: str) -> None:
     try:
         check_url(url, settings.allow_private_networks)
     except JobError as exc:
-        raise ApiError(400, f"{field}: {exc.message}", exc.code, field) from exc
+        raise ApiError(exc.code, f"{field}: {exc.message}", field, status=400) from exc
 
 
 def parse_target(settings: Settings, fields: Mapping[str, Any]) -> Target:
@@ -107,13 +98,13 @@ def parse_target(settings: Settings, fields: Mapping[str, Any]) -> Target:
     if manifest_uri.startswith("ipfs://"):
         if not IPFS_URI_RE.match(manifest_uri):
             raise _bad("manifestURI", "manifestURI must be ipfs://<CID>[/path] with a valid CID")
-    elif re.match(r"^https?://[^\s/]+", manifest_uri, re.IGNORECASE):
+    elif HTTP_URL_RE.match(manifest_uri):
         _checked_url(settings, "manifestURI", manifest_uri)
     else:
         raise _bad("manifestURI", "manifestURI must be ipfs://<CID>[/path] or an http(s):// URL")
     rpc_url = _text(fields, "rpcUrl", False)
     if rpc_url is not None:
-        if len(rpc_url) > MAX_URI_LENGTH or not re.match(r"^https?://[^\s/]+", rpc_url, re.IGNORECASE):
+        if len(rpc_url) > MAX_URI_LENGTH or not HTTP_URL_RE.match(rpc_url):
             raise _bad("rpcUrl", "rpcUrl must be an http(s):// URL")
         _checked_url(settings, "rpcUrl", rpc_url)
     elif not settings.rpc_url:
@@ -128,19 +119,17 @@ def _media_type(content_type: str | None) -> str:
 def _check_content_type(content_type: str, field: str = "file") -> None:
     if content_type not in ALLOWED_CONTENT_TYPES:
         raise ApiError(
-            415,
+            UNSUPPORTED_MEDIA_TYPE,
             f"file type {content_type or '(none)'} is not accepted; allowed: {', '.join(sorted(ALLOWED_CONTENT_TYPES))}",
-            "UNSUPPORTED_MEDIA_TYPE",
             field,
         )
 
 
 def _too_large(settings: Settings) -> ApiError:
     return ApiError(
-        413,
+        PAYLOAD_TOO_LARGE,
         f"files over {settings.max_inline_upload_bytes} bytes cannot travel inline; "
         "use POST /api/verification-jobs/uploads and upload the file straight to storage",
-        "PAYLOAD_TOO_LARGE",
         "file",
     )
 
@@ -172,16 +161,16 @@ def parse_submission(
             raise _bad("contentHash", "contentHash must be 0x followed by 64 hex characters")
         return Submission(target=target, content_hash=content_hash.lower())
     accepted = "multipart/form-data or application/json" if allow_hash else "multipart/form-data"
-    raise ApiError(415, f"send the request as {accepted}", "UNSUPPORTED_MEDIA_TYPE")
+    raise ApiError(UNSUPPORTED_MEDIA_TYPE, f"send the request as {accepted}")
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body or b"null")
     except (ValueError, RecursionError) as exc:
-        raise ApiError(400, "the body is not valid JSON", "INVALID_JSON") from exc
+        raise ApiError(INVALID_JSON, "the body is not valid JSON") from exc
     if not isinstance(data, dict):
-        raise ApiError(400, "the body must be a JSON object", "INVALID_JSON")
+        raise ApiError(INVALID_JSON, "the body must be a JSON object")
     return data
 
 
@@ -189,7 +178,7 @@ def _parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], In
     _, options = multipart.parse_options_header(content_type)
     boundary = options.get("boundary")
     if not boundary:
-        raise ApiError(400, "multipart body without a boundary", "INVALID_MULTIPART")
+        raise ApiError(INVALID_MULTIPART, "multipart body without a boundary")
     fields: dict[str, str] = {}
     upload: InlineFile | None = None
     try:
@@ -207,19 +196,19 @@ def _parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], In
             else:
                 fields[part.name] = part.value
     except (multipart.MultipartError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"malformed multipart body: {exc}", "INVALID_MULTIPART") from exc
+        raise ApiError(INVALID_MULTIPART, f"malformed multipart body: {exc}") from exc
     return fields, upload
 
 
 def parse_upload_request(settings: Settings, body: bytes | None) -> UploadRequest:
     data = _json_object(body or b"")
-    job_type = _text(data, "type", False) or "verify"
+    job_type = _text(data, "type", False) or VERIFY
     if job_type not in JOB_TYPES:
-        raise _bad("type", "type must be 'verify' or 'proof'")
+        raise _bad("type", f"type must be {' or '.join(map(repr, JOB_TYPES))}")
     target = parse_target(settings, data)
     file_name = _text(data, "filename", True)
-    if len(file_name) > 255:
-        raise _bad("filename", "filename is longer than 255 characters")
+    if len(file_name) > MAX_FILE_NAME_LENGTH:
+        raise _bad("filename", f"filename is longer than {MAX_FILE_NAME_LENGTH} characters")
     content_type = _text(data, "contentType", False)
     if content_type is not None:
         content_type = _media_type(content_type)
@@ -229,9 +218,7 @@ def parse_upload_request(settings: Settings, body: bytes | None) -> UploadReques
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
             raise _bad("size", "size must be a positive integer (bytes)")
         if size > settings.max_upload_bytes:
-            raise ApiError(
-                413, f"files over {settings.max_upload_bytes} bytes are not accepted", "PAYLOAD_TOO_LARGE", "size"
-            )
+            raise ApiError(PAYLOAD_TOO_LARGE, f"files over {settings.max_upload_bytes} bytes are not accepted", "size")
     return UploadRequest(job_type, target, file_name, content_type, size)
 
 
@@ -255,10 +242,10 @@ def parse_list_query(params: Mapping[str, str] | None) -> ListQuery:
         raise _bad("status", f"status must be one of {', '.join(JOB_STATUSES)}")
     job_type = params.get("type") or None
     if job_type is not None and job_type not in JOB_TYPES:
-        raise _bad("type", "type must be 'verify' or 'proof'")
+        raise _bad("type", f"type must be {' or '.join(map(repr, JOB_TYPES))}")
     return ListQuery(
         status=status,
         job_type=job_type,
-        limit=_int_param(params, "limit", 50, 1, 100),
-        offset=_int_param(params, "offset", 0, 0, 2**31 - 1),
+        limit=_int_param(params, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX),
+        offset=_int_param(params, "offset", 0, 0, LIST_OFFSET_MAX),
     )

@@ -5,23 +5,19 @@ Hashing the file (progress 10) and persisting the outcome (90, 100) belong to th
 """
 from __future__ import annotations
 
-import re
 from contextlib import ExitStack
 from typing import Any, Callable, NamedTuple
 
-from eth_utils import to_checksum_address
-
 from ..config import Settings
-from ..errors import PermanentError, TransientError
+from ..errors import TransientError
+from ..vocabulary import (PROGRESS_MANIFEST, PROGRESS_REGISTRY, PROGRESS_SIGNER, PROGRESS_TX,
+                          RPC_ERROR)
 from . import registry
 from .manifest import Manifest, fetch_manifest
 from .result import Checks, build_proof, build_verify_result, compute_checks
 from .signature import recover_signer
 
 Progress = Callable[[int], None]
-
-_HASH_RE = re.compile(r"^0x[0-9a-fA-F]{64}$")
-_ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
 
 def _report(progress: Progress | None, value: int) -> None:
@@ -32,15 +28,8 @@ def _report(progress: Progress | None, value: int) -> None:
 def _check_inputs(file_hash: str, registry_address: str, rpc_url: str | None) -> tuple[str, str]:
     """Normalise the hash (lowercase) and the address (checksummed), refusing bad inputs
     before any network work."""
-    if not rpc_url:
-        raise PermanentError("No RPC URL: pass rpcUrl or configure RPC_URL.", code="RPC_URL_REQUIRED")
-    if not isinstance(file_hash, str) or not _HASH_RE.match(file_hash):
-        raise PermanentError("The content hash must be 0x followed by 64 hex digits.",
-                             code="CONTENT_HASH_INVALID")
-    if not isinstance(registry_address, str) or not _ADDRESS_RE.match(registry_address):
-        raise PermanentError("The registry address must be 0x followed by 40 hex digits.",
-                             code="REGISTRY_ADDRESS_INVALID")
-    return file_hash.lower(), to_checksum_address(registry_address)
+    registry.require_rpc_url(rpc_url)
+    return registry.checked_hash(file_hash), registry.checked_address(registry_address)
 
 
 class _Evidence(NamedTuple):
@@ -61,24 +50,18 @@ def _gather_evidence(
     registry entry (70) and the checks."""
     file_hash, registry_address = _check_inputs(file_hash, registry_address, rpc_url)
     manifest = fetch_manifest(manifest_uri, settings)
-    _report(progress, 30)
+    _report(progress, PROGRESS_MANIFEST)
     recovered = recover_signer(manifest.content_hash, manifest.signature)
-    _report(progress, 50)
+    _report(progress, PROGRESS_SIGNER)
     w3 = resources.enter_context(registry.connected(rpc_url, settings))
     entry = registry.read_entry(w3, registry_address, file_hash)
-    _report(progress, 70)
+    _report(progress, PROGRESS_REGISTRY)
     checks = compute_checks(file_hash, manifest, recovered, entry, manifest_uri)
     return _Evidence(file_hash, registry_address, manifest, recovered, entry, checks, w3)
 
 
-def verify_hash(
-    file_hash: str,
-    manifest_uri: str,
-    registry_address: str,
-    rpc_url: str | None,
-    settings: Settings,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
+def verify_hash(file_hash: str, manifest_uri: str, registry_address: str, rpc_url: str | None,
+                settings: Settings, progress: Progress | None = None) -> dict[str, Any]:
     """The verify result for content whose SHA-256 is `file_hash` ("0x" + 64 hex).
 
     `rpc_url` is the effective URL (the client's, else the deployment's RPC_URL); None raises
@@ -89,15 +72,8 @@ def verify_hash(
     return build_verify_result(ev.file_hash, ev.recovered, ev.entry, ev.checks)
 
 
-def prove_hash(
-    file_hash: str,
-    file_name: str | None,
-    manifest_uri: str,
-    registry_address: str,
-    rpc_url: str | None,
-    settings: Settings,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
+def prove_hash(file_hash: str, file_name: str | None, manifest_uri: str, registry_address: str,
+               rpc_url: str | None, settings: Settings, progress: Progress | None = None) -> dict[str, Any]:
     """The proof document for content whose SHA-256 is `file_hash`; see verify_hash."""
     with ExitStack() as resources:
         ev = _gather_evidence(file_hash, manifest_uri, registry_address, rpc_url, settings, progress, resources)
@@ -105,12 +81,12 @@ def prove_hash(
         try:
             tx = registry.find_registration(ev.w3, ev.registry_address, ev.file_hash, settings)
         except TransientError as exc:
-            if exc.code != "RPC_ERROR":
+            if exc.code != RPC_ERROR:
                 raise  # unreachable endpoint: retry the job
             # The provider answers but refuses eth_getLogs even for one block (method disabled,
             # pruned history): the registration tx is best-effort, as in the original proof.
             tx = None
-    _report(progress, 85)
+    _report(progress, PROGRESS_TX)
     return build_proof(
         file_hash=ev.file_hash,
         file_name=file_name,

@@ -1,0 +1,25 @@
+"""Putting a recorded job on the work queue: the one place that sends a job's message.
+
+The order is what keeps jobs from getting lost: the job row exists before its message is sent.
+A failed send leaves a `queued` row with no `last_enqueued_at`, which the sweeper re-sends.
+"""
+from __future__ import annotations
+
+from chalicelib.errors import TransientError
+from chalicelib.telemetry import logger
+from chalicelib.wiring import Services
+
+
+def enqueue_job(services: Services, job_id: str) -> bool:
+    """Send a recorded job's message; False when the send failed (the sweeper sends it later,
+    so the request that recorded the job still succeeds)."""
+    try:
+        services.queue.send(job_id)
+    except TransientError as exc:
+        logger.warning("enqueue failed; the sweeper will re-send", extra={"job_id": job_id, "error": exc.message})
+        return False
+    try:
+        services.store.mark_enqueued(job_id)
+    except TransientError as exc:  # the message is out: the job will run; only the record lags
+        logger.warning("job sent but not marked as sent", extra={"job_id": job_id, "error": exc.message})
+    return True

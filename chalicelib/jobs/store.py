@@ -1,0 +1,247 @@
+"""The job store: creating, reading and moving jobs through their lifecycle in PostgreSQL.
+
+    awaiting_upload ──upload lands──▶ queued ──delivery──▶ processing ──▶ completed
+                                        ▲                     │  │
+                                        └──transient error────┘  └──permanent error──▶ failed
+                    failed ──retry endpoint / DLQ redrive──▶ queued
+
+Every transition is ONE SQL statement whose WHERE clause names the statuses it may start from,
+so duplicate, concurrent and late SQS deliveries are harmless: the statement that loses the race
+matches no row and reports False/None, and the caller acknowledges the message and does nothing.
+
+- A completed job never changes again (no retry, failure or progress moves it backwards).
+- `complete_job` accepts a job in queued, processing or failed: a slow worker that finishes after
+  its job was re-queued (visibility timeout) or marked failed (dead-letter handler) still
+  delivers its result, so no result is lost. It writes the history row in the same statement,
+  at most once per job (UNIQUE job_id, ON CONFLICT DO NOTHING).
+- `fail_job` keeps the first failure: an already failed job is left as it is.
+
+A database outage raises a `TransientError` with code `DATABASE_UNAVAILABLE`. Ids that are not UUIDs
+match no job (None/False), without a database error.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Iterable, Mapping
+
+from psycopg.types.json import Json
+
+from chalicelib.jobs.record import Job, new_job_id, parse_job_id
+from chalicelib.jobs.retention import RetentionStatements
+from chalicelib.jobs.statements import COLUMNS
+from chalicelib.vocabulary import (
+    AWAITING_UPLOAD, COMPLETED, FAILED, JOB_STATUSES, JOB_TYPES, PROCESSING, PROGRESS_DONE,
+    PROGRESS_HASHED, QUEUED, UNFINISHED_STATUSES, UPLOAD_EXPIRED, VERDICTS, sql_list,
+)
+
+_RUNNABLE = sql_list(QUEUED, PROCESSING)
+_REQUEUE_SET = f"""status = '{QUEUED}', progress = 0, error = NULL, error_code = NULL,
+                   started_at = NULL, completed_at = NULL, attempts = 0"""
+
+_COMPLETE = f"""WITH done AS (
+       UPDATE verification_jobs
+          SET status = '{COMPLETED}', progress = {PROGRESS_DONE}, result = %(result)s,
+              content_hash = coalesce(content_hash, %(file_hash)s::text),
+              error = NULL, error_code = NULL, completed_at = now()
+        WHERE id = %(id)s AND status IN {sql_list(QUEUED, PROCESSING, FAILED)}
+        RETURNING id, content_hash, manifest_uri, registry_address
+   ), history AS (
+       INSERT INTO verifications (job_id, file_hash, manifest_uri, registry_address,
+                                  creator, recovered, status, chain_id)
+       SELECT id, coalesce(%(file_hash)s::text, content_hash),
+              coalesce(%(manifest_uri)s::text, manifest_uri),
+              coalesce(%(registry_address)s::text, registry_address),
+              %(creator)s::text, %(recovered)s::text, %(status)s::text, %(chain_id)s::bigint
+         FROM done
+       ON CONFLICT (job_id) DO NOTHING
+   )
+   SELECT count(*) AS n FROM done"""
+
+
+class JobStore(RetentionStatements):
+    """The lifecycle statements; the housekeeping ones come from RetentionStatements."""
+
+    def create_job(
+        self, *, job_type: str, status: str, manifest_uri: str, registry_address: str,
+        rpc_url: str | None = None, content_hash: str | None = None, object_key: str | None = None,
+        file_name: str | None = None, content_type: str | None = None, file_size: int | None = None,
+        upload_expires_at: datetime | None = None, job_id: str | None = None,
+    ) -> Job:
+        """Insert a job (normally `queued` or `awaiting_upload`) and return it."""
+        if job_type not in JOB_TYPES:
+            raise ValueError(f"unknown job type: {job_type!r}")
+        if status not in JOB_STATUSES:
+            raise ValueError(f"unknown job status: {status!r}")
+        canonical = parse_job_id(job_id) if job_id is not None else new_job_id()
+        if canonical is None:
+            raise ValueError(f"job id is not a UUID: {job_id!r}")
+        values = dict(id=canonical, type=job_type, status=status, manifest_uri=manifest_uri,
+                      registry_address=registry_address, rpc_url=rpc_url, content_hash=content_hash,
+                      object_key=object_key, file_name=file_name, content_type=content_type,
+                      file_size=file_size, upload_expires_at=upload_expires_at)
+        job = self._one(
+            f"""INSERT INTO verification_jobs ({", ".join(values)})
+                VALUES ({", ".join(f"%({name})s" for name in values)})
+                RETURNING {COLUMNS}""",
+            values,
+        )
+        assert job is not None
+        return job
+
+    def get_job(self, job_id: str) -> Job | None:
+        jid = parse_job_id(job_id)
+        if jid is None:
+            return None
+        return self._one(f"SELECT {COLUMNS} FROM verification_jobs WHERE id = %(id)s", {"id": jid})
+
+    def list_jobs(self, status: str | None = None, job_type: str | None = None,
+                  limit: int = 50, offset: int = 0) -> list[Job]:
+        """Jobs newest first (created_at, then id, descending), optionally filtered."""
+        if limit < 0 or offset < 0:
+            raise ValueError("limit and offset must not be negative")
+        where = ["TRUE"]
+        if status is not None:
+            where.append("status = %(status)s")
+        if job_type is not None:
+            where.append("type = %(type)s")
+        return self._many(
+            f"""SELECT {COLUMNS} FROM verification_jobs WHERE {' AND '.join(where)}
+                ORDER BY created_at DESC, id DESC LIMIT %(limit)s OFFSET %(offset)s""",
+            {"status": status, "type": job_type, "limit": limit, "offset": offset},
+        )
+
+    def status_counts(self) -> dict[str, int]:
+        """Number of jobs in each status (every status present, zeros included)."""
+        with self.database.connection() as conn:
+            rows = conn.execute("SELECT status, count(*) AS n FROM verification_jobs GROUP BY status").fetchall()
+        counts = dict.fromkeys(JOB_STATUSES, 0)
+        counts.update({row["status"]: row["n"] for row in rows})
+        return counts
+
+    def _transition(self, job_id: str, query: str, **params: Any) -> bool:
+        """Run an UPDATE of one job by id; True when it changed the row."""
+        jid = parse_job_id(job_id)
+        return jid is not None and self._changed(query, {"id": jid, **params}) > 0
+
+    def mark_enqueued(self, job_id: str) -> bool:
+        """Record a successful send to the queue (the sweeper re-sends jobs never marked)."""
+        return self._transition(job_id, f"""UPDATE verification_jobs SET last_enqueued_at = now()
+                                             WHERE id = %(id)s AND status IN {_RUNNABLE}""")
+
+    def mark_upload_received(self, job_id: str, object_size: int | None = None) -> bool:
+        """awaiting_upload → queued when the uploaded object lands. True only for the call that
+        made the transition (S3 events repeat). An upload that lands after the sweeper expired
+        the job (S3 accepted it, so the presigned POST was still valid when it began) revives it."""
+        return self._transition(
+            job_id,
+            f"""UPDATE verification_jobs
+                   SET status = '{QUEUED}', file_size = coalesce(%(size)s::bigint, file_size),
+                       error = NULL, error_code = NULL, completed_at = NULL
+                 WHERE id = %(id)s AND (status IN {sql_list(AWAITING_UPLOAD)}
+                       OR (status IN {sql_list(FAILED)} AND error_code = %(expired)s))""",
+            size=object_size, expired=UPLOAD_EXPIRED,
+        )
+
+    def start_attempt(self, job_id: str) -> Job | None:
+        """queued|processing → processing for a delivery; None means "nothing to do" (the job is
+        finished, missing or still awaiting its upload): acknowledge the message and stop.
+        `processing` is accepted because a worker that died mid-job leaves it so and SQS redelivers."""
+        jid = parse_job_id(job_id)
+        if jid is None:
+            return None
+        return self._one(
+            f"""UPDATE verification_jobs
+                   SET status = '{PROCESSING}', started_at = coalesce(started_at, now()),
+                       attempts = attempts + 1
+                 WHERE id = %(id)s AND status IN {_RUNNABLE}
+                 RETURNING {COLUMNS}""",
+            {"id": jid},
+        )
+
+    def set_progress(self, job_id: str, progress: int) -> bool:
+        """Raise the progress of a processing job (never lowers it)."""
+        return self._transition(
+            job_id,
+            f"""UPDATE verification_jobs SET progress = %(p)s
+                 WHERE id = %(id)s AND status IN {sql_list(PROCESSING)} AND progress < %(p)s""",
+            p=max(0, min(PROGRESS_DONE, int(progress))),
+        )
+
+    def set_content_hash(self, job_id: str, content_hash: str) -> bool:
+        """Record the file's hash once the worker has streamed the upload, together with the
+        "hashed" progress step: one write instead of two on every job's path."""
+        return self._transition(
+            job_id,
+            f"""UPDATE verification_jobs SET content_hash = %(h)s, progress = GREATEST(progress, %(p)s)
+                 WHERE id = %(id)s AND status IN {_RUNNABLE} AND content_hash IS DISTINCT FROM %(h)s""",
+            h=content_hash, p=PROGRESS_HASHED,
+        )
+
+    def complete_job(self, job_id: str, result: Mapping[str, Any], history: Mapping[str, Any]) -> bool:
+        """Store the result and write the history row, in one statement; True if this call did it.
+
+        `history` keys: `status` (a verdict, required), `file_hash`, `creator`, `recovered`,
+        `chain_id`, and optionally `manifest_uri`/`registry_address`; `file_hash`,
+        `manifest_uri` and `registry_address` default to the job's own values.
+        """
+        jid = parse_job_id(job_id)
+        if jid is None:
+            return False
+        if history.get("status") not in VERDICTS:
+            raise ValueError(f"history status must be one of {VERDICTS}: {history.get('status')!r}")
+        params = {name: history.get(name) for name in
+                  ("file_hash", "manifest_uri", "registry_address", "creator", "recovered", "chain_id")}
+        with self.database.connection() as conn:
+            row = conn.execute(_COMPLETE, {**params, "id": jid, "result": Json(dict(result)),
+                                           "status": history["status"]}).fetchone()
+        return bool(row and row["n"])
+
+    def schedule_retry(self, job_id: str, error: str, code: str) -> bool:
+        """processing → queued after a transient error (SQS redelivers after the backoff)."""
+        return self._transition(
+            job_id,
+            f"""UPDATE verification_jobs
+                   SET status = '{QUEUED}', retry_count = retry_count + 1,
+                       error = %(error)s, error_code = %(code)s
+                 WHERE id = %(id)s AND status IN {sql_list(PROCESSING)}""",
+            error=error, code=code,
+        )
+
+    def fail_job(self, job_id: str, error: str, code: str) -> bool:
+        """Any unfinished status → failed. A completed job stays completed; a failed one keeps
+        its first error. True if this call failed the job."""
+        return self._transition(
+            job_id,
+            f"""UPDATE verification_jobs
+                   SET status = '{FAILED}', error = %(error)s, error_code = %(code)s, completed_at = now()
+                 WHERE id = %(id)s AND status IN {sql_list(*UNFINISHED_STATUSES)}""",
+            error=error, code=code,
+        )
+
+    def requeue_failed(self, job_id: str) -> Job | None:
+        """failed → queued for the retry endpoint (None when the job is not failed). The caller
+        checks that the input still exists, then sends the message and calls mark_enqueued."""
+        jid = parse_job_id(job_id)
+        if jid is None:
+            return None
+        return self._one(
+            f"""UPDATE verification_jobs SET {_REQUEUE_SET}, last_enqueued_at = NULL
+                 WHERE id = %(id)s AND status IN {sql_list(FAILED)}
+                 RETURNING {COLUMNS}""",
+            {"id": jid},
+        )
+
+    def requeue_dead_lettered(self, job_ids: Iterable[str]) -> list[str]:
+        """failed → queued for the jobs whose messages a redrive moves back to the work queue;
+        returns the ids moved. Call it before moving the messages, so that a worker receiving
+        one finds its job queued. The move counts as an enqueue (last_enqueued_at = now())."""
+        ids = sorted({jid for jid in map(parse_job_id, job_ids) if jid is not None})
+        if not ids:
+            return []
+        jobs = self._many(
+            f"""UPDATE verification_jobs SET {_REQUEUE_SET}, last_enqueued_at = now()
+                 WHERE id = ANY(%(ids)s::uuid[]) AND status IN {sql_list(FAILED)}
+                 RETURNING {COLUMNS}""",
+            {"ids": ids},
+        )
+        return [job.id for job in jobs]

@@ -1,0 +1,40 @@
+"""The service's dependencies, built once per process and passed to every room that needs them.
+
+As the Chalice samples build their `get_app_db()` object: `app.py` asks `services()` for the one
+`Services` of the process; tests build their own with moto's clients or fakes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from chalicelib.config import Settings, settings
+from chalicelib.db import Database
+from chalicelib.jobs import JobStore
+from chalicelib.queue import WorkQueue
+from chalicelib.storage import Storage
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    store: JobStore | Any  # a JobStore, or a test's fake with the same methods
+    storage: Storage
+    queue: WorkQueue
+
+
+def build_services(config: Settings, s3: Any = None, sqs: Any = None, database: Database | None = None) -> Services:
+    """Services for `config`; the clients and the database default to real ones, made on first use."""
+    return Services(
+        settings=config,
+        store=JobStore(database or Database(config.database_url, config.database_pool_max)),
+        storage=Storage(config, s3),
+        queue=WorkQueue(config, sqs),
+    )
+
+
+@lru_cache(maxsize=1)
+def services() -> Services:
+    """The process's services (a Lambda container keeps them for its life)."""
+    return build_services(settings())

@@ -1,0 +1,90 @@
+"""What any job store must do, run on the real one (tests/integration/test_jobs_db.py) and on
+the unit tests' fake (tests/unit/test_fake_store.py), so that the fake cannot drift from the SQL."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from chalicelib.vocabulary import (
+    AWAITING_UPLOAD, COMPLETED, FAILED, JOB_STATUSES, PROCESSING, QUEUED, UPLOAD_EXPIRED,
+)
+
+REGISTRY = "0x" + "ab" * 20
+MANIFEST = "ipfs://bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi/manifest.json"
+HASH = "0x" + "11" * 32
+
+# transition -> the statuses it may start from (every other status leaves the job as it is)
+TRANSITIONS: dict[str, tuple[Callable[[Any, str], Any], set[str]]] = {
+    "mark_enqueued": (lambda s, j: s.mark_enqueued(j), {QUEUED, PROCESSING}),
+    "mark_upload_received": (lambda s, j: s.mark_upload_received(j, 5), {AWAITING_UPLOAD}),
+    "start_attempt": (lambda s, j: s.start_attempt(j), {QUEUED, PROCESSING}),
+    "set_progress": (lambda s, j: s.set_progress(j, 50), {PROCESSING}),
+    "schedule_retry": (lambda s, j: s.schedule_retry(j, "timeout", "RPC_UNAVAILABLE"), {PROCESSING}),
+    "fail_job": (lambda s, j: s.fail_job(j, "bad manifest", "MANIFEST_INVALID"), {AWAITING_UPLOAD, QUEUED, PROCESSING}),
+    "requeue_failed": (lambda s, j: s.requeue_failed(j), {FAILED}),
+    "requeue_dead_lettered": (lambda s, j: s.requeue_dead_lettered([j]), {FAILED}),
+    "complete_job": (lambda s, j: s.complete_job(j, {"status": "OK"}, {"status": "OK", "file_hash": HASH}),
+                     {QUEUED, PROCESSING, FAILED}),
+    "clear_object_key": (lambda s, j: s.clear_object_key(j), {COMPLETED, FAILED}),
+}
+
+
+def job_in(store: Any, status: str) -> str:
+    """A new job (with an object key) brought to `status` through the store's own transitions."""
+    job = store.create_job(job_type="verify", status=AWAITING_UPLOAD if status == AWAITING_UPLOAD else QUEUED,
+                           manifest_uri=MANIFEST, registry_address=REGISTRY, object_key="uploads/x")
+    if status in (PROCESSING, COMPLETED):
+        store.start_attempt(job.id)
+    if status == COMPLETED:
+        store.complete_job(job.id, {"status": "OK"}, {"status": "OK", "file_hash": HASH})
+    if status == FAILED:
+        store.fail_job(job.id, "bad manifest", "MANIFEST_INVALID")
+    assert store.get_job(job.id).status == status
+    return job.id
+
+
+def check_transitions(store: Any) -> None:
+    """Each transition changes a job exactly from the statuses it names, and reports so."""
+    for name, (transition, allowed) in TRANSITIONS.items():
+        for status in JOB_STATUSES:
+            job_id = job_in(store, status)
+            before = store.get_job(job_id)
+            changed = bool(transition(store, job_id))
+            assert changed == (status in allowed), (name, status)
+            if not changed:
+                assert store.get_job(job_id) == before, (name, status)
+
+
+def check_first_failure_and_late_results(store: Any) -> None:
+    job_id = job_in(store, PROCESSING)
+    assert store.fail_job(job_id, "first", "RPC_UNAVAILABLE")
+    assert not store.fail_job(job_id, "second", "MANIFEST_INVALID")
+    assert (store.get_job(job_id).error, store.get_job(job_id).error_code) == ("first", "RPC_UNAVAILABLE")
+    assert store.complete_job(job_id, {"status": "OK"}, {"status": "OK", "file_hash": HASH})  # a slow worker
+    assert not store.complete_job(job_id, {"status": "FAIL"}, {"status": "FAIL", "file_hash": HASH})
+    done = store.get_job(job_id)
+    assert (done.status, done.progress, done.result, done.error) == (COMPLETED, 100, {"status": "OK"}, None)
+
+
+def check_expired_uploads_revive(store: Any) -> None:
+    job_id = job_in(store, AWAITING_UPLOAD)
+    store.fail_job(job_id, "expired", UPLOAD_EXPIRED)
+    assert store.mark_upload_received(job_id, 7)
+    revived = store.get_job(job_id)
+    assert (revived.status, revived.error_code, revived.file_size) == (QUEUED, None, 7)
+
+
+def check_requeue_resets(store: Any) -> None:
+    job_id = job_in(store, PROCESSING)
+    store.set_progress(job_id, 50)
+    store.fail_job(job_id, "x", "RPC_UNAVAILABLE")
+    again = store.requeue_failed(job_id)
+    assert (again.status, again.progress, again.error, again.attempts, again.last_enqueued_at) == \
+        (QUEUED, 0, None, 0, None)
+    store.start_attempt(job_id)
+    store.fail_job(job_id, "x", "RPC_UNAVAILABLE")
+    assert store.requeue_dead_lettered([job_id, job_id, "junk"]) == [job_id]
+    assert store.get_job(job_id).last_enqueued_at is not None  # a redrive counts as a send
+
+
+CHECKS = [check_transitions, check_first_failure_and_late_results, check_expired_uploads_revive,
+          check_requeue_resets]

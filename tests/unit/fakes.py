@@ -1,0 +1,151 @@
+"""An in-memory job store with the JobStore's methods and transition rules, for unit tests of
+the rooms around it. The SQL itself is tested on real PostgreSQL in
+tests/integration/test_jobs_db.py; this fake does not model concurrency or retention by the clock
+beyond what those unit tests set up, and knows nothing of the history table but a list."""
+from __future__ import annotations
+
+from dataclasses import fields, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable
+
+from chalicelib.errors import TransientError
+from chalicelib.jobs import Job, new_job_id, parse_job_id
+from chalicelib.vocabulary import (
+    AWAITING_UPLOAD, COMPLETED, DATABASE_UNAVAILABLE, FAILED, FINISHED_STATUSES, PROCESSING, QUEUED,
+    UNFINISHED_STATUSES, UPLOAD_EXPIRED,
+)
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.jobs: dict[str, Job] = {}
+        self.history: list[dict[str, Any]] = []
+        self.down = False  # every call raises DATABASE_UNAVAILABLE, as an outage would
+
+    def __getattribute__(self, name: str) -> Any:
+        value = object.__getattribute__(self, name)
+        if name.startswith("_") or name in ("jobs", "history", "down", "put") or not callable(value):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if object.__getattribute__(self, "down"):
+                raise TransientError("Database unavailable: connection refused", DATABASE_UNAVAILABLE)
+            return value(*args, **kwargs)
+        return call
+
+    def put(self, job: Job, **changes: Any) -> Job:
+        self.jobs[job.id] = replace(job, **{"updated_at": now(), **changes})
+        return self.jobs[job.id]
+
+    def _when(self, job_id: Any, statuses: Iterable[str]) -> Job | None:
+        job = self.jobs.get(parse_job_id(job_id) or "")
+        return job if job is not None and job.status in tuple(statuses) else None
+
+    def ping(self) -> None:
+        pass
+
+    def create_job(self, *, job_type: str, status: str, job_id: str | None = None, **values: Any) -> Job:
+        blank = {f.name: None for f in fields(Job)}
+        job = Job(**{**blank, **values, "id": job_id or new_job_id(), "type": job_type, "status": status,
+                     "progress": 0, "retry_count": 0, "attempts": 0, "created_at": now(), "updated_at": now()})
+        return self.put(job)
+
+    def get_job(self, job_id: Any) -> Job | None:
+        return self.jobs.get(parse_job_id(job_id) or "")
+
+    def list_jobs(self, status=None, job_type=None, limit=50, offset=0) -> list[Job]:
+        found = [j for j in self.jobs.values() if status in (None, j.status) and job_type in (None, j.type)]
+        return sorted(found, key=lambda j: (j.created_at, j.id), reverse=True)[offset:offset + limit]
+
+    def status_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys((AWAITING_UPLOAD, QUEUED, PROCESSING, COMPLETED, FAILED), 0)
+        for job in self.jobs.values():
+            counts[job.status] += 1
+        return counts
+
+    def mark_enqueued(self, job_id: str) -> bool:
+        job = self._when(job_id, (QUEUED, PROCESSING))
+        return job is not None and bool(self.put(job, last_enqueued_at=now()))
+
+    def mark_upload_received(self, job_id: str, object_size: int | None = None) -> bool:
+        job = self.get_job(job_id)
+        if job is None or not (job.status == AWAITING_UPLOAD or (job.status == FAILED and job.error_code == UPLOAD_EXPIRED)):
+            return False
+        return bool(self.put(job, status=QUEUED, file_size=object_size or job.file_size, error=None,
+                             error_code=None, completed_at=None))
+
+    def start_attempt(self, job_id: str) -> Job | None:
+        job = self._when(job_id, (QUEUED, PROCESSING))
+        return job and self.put(job, status=PROCESSING, attempts=job.attempts + 1, started_at=job.started_at or now())
+
+    def set_progress(self, job_id: str, progress: int) -> bool:
+        job = self._when(job_id, (PROCESSING,))
+        return job is not None and job.progress < progress and bool(self.put(job, progress=progress))
+
+    def set_content_hash(self, job_id: str, content_hash: str) -> bool:
+        job = self._when(job_id, (QUEUED, PROCESSING))
+        return job is not None and bool(self.put(job, content_hash=content_hash, progress=max(job.progress, 10)))
+
+    def complete_job(self, job_id: str, result: dict, history: dict) -> bool:
+        job = self._when(job_id, (QUEUED, PROCESSING, FAILED))
+        if job is None:
+            return False
+        self.put(job, status=COMPLETED, progress=100, result=result, error=None, error_code=None, completed_at=now())
+        self.history.append({"job_id": job.id, **history})
+        return True
+
+    def schedule_retry(self, job_id: str, error: str, code: str) -> bool:
+        job = self._when(job_id, (PROCESSING,))
+        return job is not None and bool(self.put(job, status=QUEUED, retry_count=job.retry_count + 1,
+                                                 error=error, error_code=code))
+
+    def fail_job(self, job_id: str, error: str, code: str) -> bool:
+        job = self._when(job_id, UNFINISHED_STATUSES)
+        return job is not None and bool(self.put(job, status=FAILED, error=error, error_code=code, completed_at=now()))
+
+    def _requeue(self, job: Job, enqueued: datetime | None) -> Job:
+        return self.put(job, status=QUEUED, progress=0, error=None, error_code=None, started_at=None,
+                        completed_at=None, attempts=0, last_enqueued_at=enqueued)
+
+    def requeue_failed(self, job_id: str) -> Job | None:
+        job = self._when(job_id, (FAILED,))
+        return job and self._requeue(job, None)
+
+    def requeue_dead_lettered(self, job_ids: Iterable[str]) -> list[str]:
+        found = {j.id: j for j in (self._when(i, (FAILED,)) for i in job_ids) if j is not None}
+        return [self._requeue(job, now()).id for job in found.values()]
+
+    def jobs_to_resend(self, older_than_seconds: float, limit: int = 100) -> list[Job]:
+        cutoff = now() - timedelta(seconds=older_than_seconds)
+        return [j for j in self.jobs.values()
+                if j.status == QUEUED and j.last_enqueued_at is None and j.updated_at < cutoff][:limit]
+
+    def expire_uploads(self, now_: datetime | None = None, limit: int = 1000) -> list[Job]:
+        late = [j for j in self.jobs.values()
+                if j.status == AWAITING_UPLOAD and j.upload_expires_at and j.upload_expires_at < (now_ or now())]
+        return [self.put(j, status=FAILED, error_code=UPLOAD_EXPIRED, error="expired", completed_at=now())
+                for j in late[:limit]]
+
+    def finished_jobs_with_objects(self, completed_older_than_seconds: float, failed_older_than_seconds: float,
+                                   limit: int = 100) -> list[Job]:
+        def old(job: Job) -> bool:
+            age = {COMPLETED: completed_older_than_seconds, FAILED: failed_older_than_seconds}[job.status]
+            return job.completed_at < now() - timedelta(seconds=age)
+        return [j for j in self.jobs.values() if j.object_key and j.status in FINISHED_STATUSES and old(j)][:limit]
+
+    def clear_object_key(self, job_id: str) -> bool:
+        job = self._when(job_id, FINISHED_STATUSES)
+        return job is not None and job.object_key is not None and bool(self.put(job, object_key=None))
+
+    def delete_old_jobs(self, completed_days: float, failed_days: float, limit: int = 10_000) -> int:
+        def old(job: Job) -> bool:
+            days = {COMPLETED: completed_days, FAILED: failed_days}.get(job.status)
+            return days is not None and job.object_key is None and job.completed_at < now() - timedelta(days=days)
+        gone = [j.id for j in self.jobs.values() if old(j)][:limit]
+        for job_id in gone:
+            del self.jobs[job_id]
+        return len(gone)

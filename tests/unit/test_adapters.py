@@ -1,0 +1,106 @@
+"""The S3 and SQS adapters on moto: what they do, and that every dependency failure comes out as
+the vocabulary's transient code (a 503 in a request, a retry in a job), never a raw botocore error."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chalicelib.aws import LazyClient
+from chalicelib.config import load_settings
+from chalicelib.errors import PermanentError, TransientError
+from chalicelib.queue import MAX_VISIBILITY_SECONDS, WorkQueue, job_id_from_body, message_body
+from chalicelib.storage import Storage
+from chalicelib.vocabulary import QUEUE_UNAVAILABLE, STORAGE_UNAVAILABLE, UPLOAD_MISSING
+
+from tests.unit.conftest import make_settings
+
+
+def test_storage_keys_come_from_the_job_id_only(services):
+    storage = services.storage
+    assert storage.object_key("j1") == "uploads/j1" and storage.object_key("j1", inline=True) == "inline/j1"
+    assert storage.job_id_from_key("uploads/j1") == "j1"
+    assert [storage.job_id_from_key(k) for k in ("inline/j1", "uploads/", "uploads/a/b")] == [None, None, None]
+
+
+def test_storage_round_trip(services):
+    storage = services.storage
+    storage.put_object("inline/j", b"abc" * 1000, "text/plain")
+    size, chunks = storage.stream_object("inline/j")
+    assert size == 3000 and b"".join(chunks) == b"abc" * 1000
+    assert storage.object_exists("inline/j") and not storage.object_exists("inline/other")
+    storage.delete_object("inline/j")
+    assert not storage.object_exists("inline/j")
+    with pytest.raises(PermanentError) as info:
+        storage.stream_object("inline/j")
+    assert info.value.code == UPLOAD_MISSING
+    storage.check()
+
+
+def test_presigned_post_pins_key_type_and_size(services):
+    upload = services.storage.presign_upload("uploads/j", "video/mp4")
+    assert upload.fields["key"] == "uploads/j" and upload.fields["Content-Type"] == "video/mp4"
+    assert upload.max_bytes == services.settings.max_upload_bytes and upload.url
+    assert "Content-Type" not in services.storage.presign_upload("uploads/k", None).fields
+
+
+def test_every_storage_call_translates_a_missing_bucket(aws, services):
+    aws.s3.delete_bucket(Bucket=aws.bucket)
+    storage = services.storage
+    calls = [lambda: storage.put_object("inline/j", b"x", "text/plain"), lambda: storage.stream_object("inline/j"),
+             lambda: storage.object_exists("inline/j"), lambda: storage.delete_object("inline/j"), storage.check]
+    for call in calls:
+        with pytest.raises(TransientError) as info:
+            call()
+        assert info.value.code == STORAGE_UNAVAILABLE
+
+
+def test_a_client_that_cannot_be_made_is_a_dependency_failure(monkeypatch):
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    settings = load_settings({"UPLOAD_BUCKET": "b", "QUEUE_URL": "http://127.0.0.1:1/q"})
+    with pytest.raises(TransientError) as info:
+        Storage(settings).put_object("k", b"x", "text/plain")
+    assert info.value.code == STORAGE_UNAVAILABLE
+    with pytest.raises(TransientError) as info:
+        WorkQueue(settings).send("j")
+    assert info.value.code == QUEUE_UNAVAILABLE
+
+
+def test_lazy_client_is_made_once():
+    made = LazyClient("s3", client="given")
+    assert made() == "given" and made() == "given"
+
+
+def test_queue_sends_delays_and_counts(aws, services):
+    queue = services.queue
+    queue.send("j1")
+    [message] = aws.sqs.receive_message(QueueUrl=aws.queue_url)["Messages"]
+    assert job_id_from_body(message["Body"]) == "j1" and message["Body"] == message_body("j1")
+    queue.delay_redelivery(message["ReceiptHandle"], MAX_VISIBILITY_SECONDS + 100)  # clamped, not refused
+    assert queue.depth().active == 1
+    aws.sqs.send_message(QueueUrl=aws.dlq_url, MessageBody="{}")
+    assert queue.depth().dead_letter == 1
+    queue.check()
+
+
+@pytest.mark.parametrize("body", ["", "null", "[]", json.dumps({"jobId": 7}), "{"])
+def test_foreign_message_bodies_have_no_job(body):
+    assert job_id_from_body(body) is None
+
+
+def test_every_queue_call_translates_a_missing_queue(aws, services):
+    aws.sqs.delete_queue(QueueUrl=aws.queue_url)
+    aws.sqs.delete_queue(QueueUrl=aws.dlq_url)
+    queue = services.queue
+    calls = [lambda: queue.send("j"), lambda: queue.delay_redelivery("h", 1), queue.depth, queue.check,
+             queue.peek_dead_letters, lambda: queue.receive_dead_letters(1)]
+    for call in calls:
+        with pytest.raises(TransientError) as info:
+            call()
+        assert info.value.code == QUEUE_UNAVAILABLE
+
+
+def test_no_dead_letter_queue_configured_reads_as_empty(aws):
+    queue = WorkQueue(make_settings(aws, DEAD_LETTER_QUEUE_URL=None), aws.sqs)
+    assert queue.peek_dead_letters() == [] and queue.depth().dead_letter == 0
