@@ -18,7 +18,6 @@ Authentication is `trust` (local development only): never expose this server bey
     ... pg.url ...
     pg.stop()
 
-`database_url_or_embedded()` honours an explicit `DATABASE_URL` instead.
 Run standalone with `python -m devstack.postgres <data_dir>` (Ctrl-C stops it).
 """
 from __future__ import annotations
@@ -28,7 +27,6 @@ import logging
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +35,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+
+from devstack.process import PortReservation
 
 logger = logging.getLogger(__name__)
 
@@ -89,12 +89,6 @@ def _run(exe: str, args: list[str], *, user: str | None, cwd: Path, timeout: flo
             f"{exe} failed with exit code {proc.returncode}: {shlex.join(cmd)}\n{stdout}\n{stderr}"
         )
     return stdout
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def _postmaster_pid(data_dir: Path) -> int | None:
@@ -218,7 +212,7 @@ def start_postgres(
 ) -> EmbeddedPostgres:
     """Start PostgreSQL on `host:port` with its cluster in `data_dir` (created on first use).
 
-    `port=None` picks a free port. `server_settings` are extra `-c name=value` options, e.g.
+    `port=None` picks a free port, held until the server binds it. `server_settings` are extra `-c name=value` options, e.g.
     `{"fsync": "off"}` for throwaway test clusters. A server left running in `data_dir` by an
     earlier process that died without stopping it is stopped first. The server is stopped when
     this interpreter exits, unless `stop()` was called before.
@@ -242,20 +236,18 @@ def start_postgres(
     options = ["-h", host, "-k", ""]  # TCP on loopback only, no unix socket
     for name, value in (server_settings or {}).items():
         options += ["-c", f"{name}={value}"]
-    attempts = 1 if port is not None else 3
-    for attempt in range(attempts):
-        chosen = port if port is not None else _free_port(host)
-        try:
-            _run("pg_ctl", ["-D", str(data_dir), "-l", str(data_dir / LOG_FILE_NAME), "-w",
-                            "-t", str(int(timeout)), "-o", shlex.join([*options, "-p", str(chosen)]),
-                            "start"],
-                 user=system_user, cwd=data_dir, timeout=timeout + 10)
-            break
-        except RuntimeError as exc:
-            log_tail = _tail(data_dir / LOG_FILE_NAME)
-            if attempt + 1 < attempts and "already in use" in log_tail:
-                continue  # lost the race for the free port: pick another one
-            raise RuntimeError(f"{exc}\n--- server log ---\n{log_tail}") from exc
+    # A port of our choosing is held until the server listens on it (postgres binds with SO_REUSEADDR).
+    reservation = PortReservation(host) if port is None else None
+    chosen = reservation.port if reservation else port
+    try:
+        _run("pg_ctl", ["-D", str(data_dir), "-l", str(data_dir / LOG_FILE_NAME), "-w", "-t", str(int(timeout)),
+                        "-o", shlex.join([*options, "-p", str(chosen)]), "start"],
+             user=system_user, cwd=data_dir, timeout=timeout + 10)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}\n--- server log ---\n{_tail(data_dir / LOG_FILE_NAME)}") from exc
+    finally:
+        if reservation:
+            reservation.close()
     server = EmbeddedPostgres(data_dir, host, chosen, system_user,
                               startup_seconds=time.monotonic() - t0)
     atexit.register(server._stop_at_exit)
@@ -268,22 +260,6 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
-
-
-def database_url_or_embedded(
-    data_dir: Path | str, environ: Mapping[str, str] | None = None, **start_kwargs: object
-) -> tuple[str, EmbeddedPostgres | None]:
-    """`DATABASE_URL` when set (nothing started), else an embedded server in `data_dir`.
-
-    Returns `(url, server)`; `server` is None when the URL came from the environment, so the
-    caller only stops what was started here.
-    """
-    env = os.environ if environ is None else environ
-    url = env.get("DATABASE_URL")
-    if url:
-        return url, None
-    server = start_postgres(data_dir, **start_kwargs)  # type: ignore[arg-type]
-    return server.url, server
 
 
 def main(argv: list[str] | None = None) -> int:
