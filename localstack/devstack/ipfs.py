@@ -11,19 +11,15 @@ dag-pb blocks from py-ipld-dag, the UnixFS ``Data`` message from pure-protobuf.
 
 What it does not do (Kubo cannot be installed offline; this is only what the product needs):
 no directories (``wrap-with-directory``), so ``/ipfs/{cid}/path`` answers 404; no other RPC
-command (cat, pin, ls, version, ...) and no add options but ``cid-version``; no other chunker,
-hash, layout or CID base; no HEAD, byte ranges, ETag revalidation or content-type sniffing
-(files are served as application/octet-stream); no IPNS, no peers, no persistence: added
-files live in this process's memory until it stops.
-
-Run standalone with ``python -m devstack.ipfs --port 5001``.
+command (cat, pin, ls, version, ...) and no add option but ``cid-version``; no other chunker,
+hash, layout or CID base; no chunked request bodies; no HEAD, byte ranges, ETag revalidation
+or content-type sniffing (files are served as application/octet-stream); no IPNS, no peers,
+no persistence: added files live in this process's memory until it stops.
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
-import signal
 import threading
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -258,23 +254,3 @@ class DevIpfsNode:
         key = content_key(parse_cid(cid) if isinstance(cid, str) else cid)
         with self._lock:
             return self._files.get(key)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m devstack.ipfs", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5001)
-    parser.add_argument("--verbose", action="store_true", help="log every request")
-    args = parser.parse_args(argv)
-    node = DevIpfsNode(verbose=args.verbose)
-    node.start(args.host, args.port)
-    print(f"IPFS API {node.api_url}/api/v0/add, gateway {node.gateway_url}/ipfs/<cid>", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
-    node.stop()
-
-
-if __name__ == "__main__":
-    main()

@@ -10,8 +10,7 @@ it until it binds), path-style SQS queue URLs (the default host names
 ``sqs.<region>.localhost.localstack.cloud`` do not resolve offline) and its state in a work
 directory; ``stop()`` ends its process group.
 
-    python -m devstack.localstack_host install
-    python -m devstack.localstack_host run      # on port 4566, until Ctrl-C
+    python -m devstack.localstack_host install    # ahead of its first use
 """
 from __future__ import annotations
 
@@ -163,24 +162,13 @@ def start(work_dir: Path, port: int | None = None, timeout: float = 180.0) -> Lo
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m devstack.localstack_host install`: install LocalStack ahead of its first use."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m devstack.localstack_host")
-    parser.add_argument("command", choices=["install", "run"])
-    parser.add_argument("--port", type=int, default=4566)
-    args = parser.parse_args(argv)
-    if args.command == "install":
-        print(json.dumps({"venv": str(VENV), "installed_now": ensure_installed(quiet=False)}))
-        return 0
-    handle = start(PROJECT_ROOT / ".stack" / "localstack", port=args.port)
-    print(json.dumps({"endpoint_url": handle.endpoint_url, "startup_seconds": round(handle.startup_seconds, 1)}),
-          flush=True)
-    try:
-        handle.process.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        handle.stop()
+    parser.add_argument("command", choices=["install"])
+    parser.parse_args(argv)
+    print(json.dumps({"venv": str(VENV), "installed_now": ensure_installed(quiet=False)}))
     return 0
 
 

@@ -4,6 +4,10 @@
 fill-in in ``MOTO_GAPS`` is named for the moto gap it covers and creates its part from the
 resolved properties and the resource's physical id, returning the parts it created. None changes
 a part the emulator already holds, so on LocalStack, which creates everything, they do nothing.
+
+Not filled in, because the local stack never enables them: ``AWS::S3::BucketPolicy`` (local
+endpoints are plain HTTP, so ``EnforceSecureTransport`` is false) and ``AWS::SNS::Subscription``
+(no ``AlarmEmail`` locally). moto skips both.
 """
 from __future__ import annotations
 
@@ -147,15 +151,6 @@ def _moto_skips_alarms(aws: Emulator, props: Mapping[str, Any], physical_id: str
     return ["alarm"]
 
 
-def _moto_skips_bucket_policies(aws: Emulator, props: Mapping[str, Any], physical_id: str | None) -> list[str]:
-    """AWS::S3::BucketPolicy is not in moto's CloudFormation model map."""
-    s3 = aws.client("s3")
-    if not _absent(lambda: s3.get_bucket_policy(Bucket=props["Bucket"]), "NoSuchBucketPolicy"):
-        return []
-    s3.put_bucket_policy(Bucket=props["Bucket"], Policy=json.dumps(props["PolicyDocument"]))
-    return ["bucket-policy"]
-
-
 def _moto_skips_queue_policies(aws: Emulator, props: Mapping[str, Any], physical_id: str | None) -> list[str]:
     """AWS::SQS::QueuePolicy is not in moto's CloudFormation model map."""
     sqs, created = aws.client("sqs"), []
@@ -165,16 +160,6 @@ def _moto_skips_queue_policies(aws: Emulator, props: Mapping[str, Any], physical
             sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(props["PolicyDocument"])})
             created.append("queue-policy")
     return created
-
-
-def _moto_skips_subscriptions(aws: Emulator, props: Mapping[str, Any], physical_id: str | None) -> list[str]:
-    """AWS::SNS::Subscription is not in moto's CloudFormation model map."""
-    sns = aws.client("sns")
-    subscriptions = sns.list_subscriptions_by_topic(TopicArn=props["TopicArn"])["Subscriptions"]
-    if any(s["Protocol"] == props["Protocol"] and s["Endpoint"] == props["Endpoint"] for s in subscriptions):
-        return []
-    sns.subscribe(TopicArn=props["TopicArn"], Protocol=props["Protocol"], Endpoint=props["Endpoint"])
-    return ["subscription"]
 
 
 def _moto_skips_bucket_settings(aws: Emulator, props: Mapping[str, Any], bucket: str) -> list[str]:
@@ -229,7 +214,5 @@ FillIn = Callable[["Emulator", Mapping[str, Any], Any], list[str]]
 MOTO_GAPS: dict[str, FillIn] = {
     "AWS::CloudWatch::Alarm": _moto_skips_alarms,
     "AWS::S3::Bucket": _moto_skips_bucket_settings,
-    "AWS::S3::BucketPolicy": _moto_skips_bucket_policies,
     "AWS::SQS::QueuePolicy": _moto_skips_queue_policies,
-    "AWS::SNS::Subscription": _moto_skips_subscriptions,
 }

@@ -17,8 +17,6 @@ Authentication is `trust` (local development only): never expose this server bey
     pg = start_postgres(Path(".stack/pgdata"))
     ... pg.url ...
     pg.stop()
-
-Run standalone with `python -m devstack.postgres <data_dir>` (Ctrl-C stops it).
 """
 from __future__ import annotations
 
@@ -28,7 +26,6 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -60,12 +57,9 @@ def _running_as_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def _run(exe: str, args: list[str], *, user: str | None, cwd: Path, timeout: float) -> str:
-    """Run one of the wheel's programs; raise RuntimeError with its output on failure.
-
-    Output goes to temporary files, not pipes: `pg_ctl start` leaves a daemon behind that
-    would inherit a pipe and keep `communicate()` waiting forever.
-    """
+def _run(exe: str, args: list[str], *, user: str | None, cwd: Path, timeout: float) -> None:
+    """Run one of the wheel's programs; RuntimeError with its output on failure. The output goes
+    to a temporary file, not a pipe: `pg_ctl start` leaves a daemon behind that would hold it."""
     cmd = [str(_bin_dir() / exe), *args]
     identity: dict[str, object] = {}
     if user is not None:  # switch uid, gid and supplementary groups, not just the uid
@@ -73,22 +67,15 @@ def _run(exe: str, args: list[str], *, user: str | None, cwd: Path, timeout: flo
 
         entry = pwd.getpwnam(user)
         identity = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    with tempfile.TemporaryFile("w+") as out:
         try:
-            proc = subprocess.run(
-                cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, text=True,
-                cwd=str(cwd), timeout=timeout, check=False, **identity,
-            )
+            proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                                  cwd=str(cwd), timeout=timeout, check=False, **identity)
         except subprocess.TimeoutExpired as exc:
             raise RuntimeError(f"{exe} timed out after {timeout}s: {shlex.join(cmd)}") from exc
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"{exe} failed with exit code {proc.returncode}: {shlex.join(cmd)}\n{stdout}\n{stderr}"
-        )
-    return stdout
+        if proc.returncode != 0:
+            out.seek(0)
+            raise RuntimeError(f"{exe} failed with exit code {proc.returncode}: {shlex.join(cmd)}\n{out.read()}")
 
 
 def _postmaster_pid(data_dir: Path) -> int | None:
@@ -162,15 +149,8 @@ class EmbeddedPostgres:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
 
     @property
-    def log_file(self) -> Path:
-        return self.data_dir / LOG_FILE_NAME
-
-    @property
     def pid(self) -> int | None:
         return _postmaster_pid(self.data_dir)
-
-    def is_running(self) -> bool:
-        return not self._stopped and self.pid is not None
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the server (fast shutdown: open sessions are ended). Safe to call twice."""
@@ -195,11 +175,6 @@ class EmbeddedPostgres:
         if os.getpid() == self._owner_pid:  # not in a forked child that exits normally
             self.stop()
 
-    def __enter__(self) -> "EmbeddedPostgres":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def start_postgres(
@@ -212,8 +187,8 @@ def start_postgres(
 ) -> EmbeddedPostgres:
     """Start PostgreSQL on `host:port` with its cluster in `data_dir` (created on first use).
 
-    `port=None` picks a free port, held until the server binds it. `server_settings` are extra `-c name=value` options, e.g.
-    `{"fsync": "off"}` for throwaway test clusters. A server left running in `data_dir` by an
+    `port=None` picks a free port, held until the server binds it. `server_settings` are extra
+    `-c name=value` options, e.g. `{"fsync": "off"}` for throwaway test clusters. A server left running in `data_dir` by an
     earlier process that died without stopping it is stopped first. The server is stopped when
     this interpreter exits, unless `stop()` was called before.
     """
@@ -260,25 +235,3 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Run an embedded PostgreSQL until Ctrl-C.")
-    parser.add_argument("data_dir", type=Path)
-    parser.add_argument("--port", type=int, default=None)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the server on SIGTERM too
-    with start_postgres(args.data_dir, port=args.port) as server:
-        print(server.url, flush=True)
-        try:
-            signal.pause()
-        except KeyboardInterrupt:
-            pass
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -67,8 +67,9 @@ class Stack:
             self.api = ManagedProcess("api", self.api_argv(port), self.env, logs, opts.quiet)
             self.runner = ManagedProcess("runner", self._runner_argv(), self.env, logs, opts.quiet)
             self.api.start()
-            self.runner.start()
             self._wait_for_api()
+            # After the API is up: the two would only share the two cores importing the app.
+            self.runner.start()
             self.supervisor = Supervisor([self.api, self.runner])
             self.supervisor.start()
         except BaseException:
@@ -161,9 +162,8 @@ class Stack:
         url = f"{self.endpoints['api_url']}/api/health"
         last = "no answer"
         while time.monotonic() < deadline:
-            for child in (self.api, self.runner):
-                if not child.alive():
-                    raise RuntimeError(f"the {child.name} process exited; see {child.log_path}")
+            if not self.api.alive():
+                raise RuntimeError(f"the API process exited; see {self.api.log_path}")
             try:
                 response = requests.get(url, timeout=2)
                 if response.status_code == 200:
