@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, WaiterError
 
 from chalicelib.config import STACK_OUTPUT_ENVIRONMENT
 from devstack import localstack_host
@@ -109,20 +109,23 @@ class Emulator:
         request = {"StackName": stack_name, "TemplateBody": template_text(template_path),
                    "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
                    "Capabilities": ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"]}
-        status = self._stack_status(stack_name)
-        if status in ("ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "CREATE_FAILED", "DELETE_FAILED"):
-            cfn.delete_stack(StackName=stack_name)
-            self._wait_stack(stack_name, timeout, deleting=True)
-            status = None
-        if status is None:
+        waiter = "stack_create_complete"
+        try:
             cfn.create_stack(**request)
-        else:
+        except cfn.exceptions.AlreadyExistsException:  # a LocalStack of its own, used again
+            waiter = "stack_update_complete"
             try:
                 cfn.update_stack(**request)
             except ClientError as e:
                 if "No updates are to be performed" not in str(e):
                     raise
-        self._wait_stack(stack_name, timeout)
+        try:
+            cfn.get_waiter(waiter).wait(StackName=stack_name, WaiterConfig={"Delay": 1, "MaxAttempts": int(timeout)})
+        except WaiterError as exc:
+            events = cfn.describe_stack_events(StackName=stack_name)["StackEvents"]
+            failures = "\n".join(f"{e['LogicalResourceId']}: {e['ResourceStatus']} {e.get('ResourceStatusReason', '')}"
+                                 for e in events if "FAILED" in e.get("ResourceStatus", ""))
+            raise EmulatorError(f"stack {stack_name}: {exc}\n{failures}") from None
         self.stack_name, self.parameters = stack_name, params
         stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
         self.outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
@@ -134,34 +137,6 @@ class Emulator:
                 self.outputs[url_key] = self.client("sqs").get_queue_url(QueueName=self.outputs[name_key])["QueueUrl"]
         self._fill_in(template.result())
         return dict(self.outputs)
-
-    def _stack_status(self, stack_name: str) -> str | None:
-        try:
-            stacks = self.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"]
-        except ClientError as e:
-            if "does not exist" in str(e):
-                return None
-            raise
-        if not stacks or stacks[0]["StackStatus"] == "DELETE_COMPLETE":
-            return None
-        return stacks[0]["StackStatus"]
-
-    def _wait_stack(self, stack_name: str, timeout: float, deleting: bool = False) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self._stack_status(stack_name)
-            if deleting and status is None:
-                return
-            if status is not None and not status.endswith("_IN_PROGRESS"):
-                if status in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
-                    return
-                events = self.client("cloudformation").describe_stack_events(StackName=stack_name)["StackEvents"]
-                failures = "\n".join(f"{e['LogicalResourceId']}: {e['ResourceStatus']} {e.get('ResourceStatusReason', '')}"
-                                     for e in events if "FAILED" in e.get("ResourceStatus", ""))
-                raise EmulatorError(f"stack {stack_name} is {status}:\n{failures}")
-            if time.monotonic() > deadline:
-                raise EmulatorError(f"stack {stack_name} still {status} after {timeout:.0f}s")
-            time.sleep(0.2)
 
     def resolver(self, template: Mapping | None = None) -> TemplateResolver:
         """A resolver for the applied stack (physical ids from describe_stack_resources)."""

@@ -1,22 +1,14 @@
-"""Embedded PostgreSQL for the local stack and the tests.
+"""Embedded PostgreSQL 16 from the `pgserver` wheel (no system install), on loopback TCP.
 
-PostgreSQL 16 comes from the `pgserver` wheel (binaries and libraries, no system install). Its
-own `PostgresServer` class listens on a unix socket only (it starts postgres with `-h ""`), so
-this module drives the wheel's `initdb` and `pg_ctl` itself and starts the server on loopback TCP:
-any client (psycopg, psql, a GUI, another process) can then use the plain URL
-`postgresql://postgres@127.0.0.1:<port>/postgres`. Unix sockets are switched off.
+pgserver's own `PostgresServer` listens on a unix socket only (`-h ""`), so this drives the
+wheel's `initdb` and `pg_ctl` itself: any client can use `postgresql://postgres@127.0.0.1:<port>/postgres`.
+Authentication is `trust` (local development only: never expose it beyond loopback).
 
-Running as root works the way pgserver does it: PostgreSQL refuses to run as root, so the
-server runs as an unprivileged system user (`pgserver`, created on first use), the data
-directory is handed to that user, and the directories above it are made traversable (o+rx).
-They must stay so: do not put the data directory under pytest's `tmp_path`, since every pytest
-session resets `/tmp/pytest-of-<user>` to mode 0700 (use `tempfile.mkdtemp()` instead).
+As root it runs the way pgserver does: as the unprivileged `pgserver` user, who owns the data
+directory, with the directories above it made traversable (o+rx). They must stay so: not under
+pytest's `tmp_path`, whose base each session resets to 0700 (use `tempfile.mkdtemp()`).
 
-Authentication is `trust` (local development only): never expose this server beyond loopback.
-
-    pg = start_postgres(Path(".stack/pgdata"))
-    ... pg.url ...
-    pg.stop()
+    pg = start_postgres(Path(".stack/pgdata")); ... pg.url ...; pg.stop()
 """
 from __future__ import annotations
 
