@@ -126,7 +126,8 @@ def start(work_dir: Path, port: int | None = None, timeout: float = 180.0) -> Lo
     t0 = time.monotonic()
     ensure_installed()
     install_seconds = time.monotonic() - t0
-    work_dir.mkdir(parents=True, exist_ok=True)
+    for state in ("volume", "filesystem"):
+        (work_dir / state).mkdir(parents=True, exist_ok=True)
     # A free port is held until the gateway binds it (it binds with SO_REUSEADDR).
     reservation = PortReservation() if port is None else None
     port = reservation.port if reservation else port
@@ -137,6 +138,10 @@ def start(work_dir: Path, port: int | None = None, timeout: float = 180.0) -> Lo
         # SQS queue metrics every 10 s (default 60 s), so queue alarms react within seconds locally.
         SQS_CLOUDWATCH_METRICS_REPORT_INTERVAL="10", DISABLE_EVENTS="1",
         LOCALSTACK_VOLUME_DIR=str(work_dir / "volume"), FILESYSTEM_ROOT=str(work_dir / "filesystem"),
+        # It takes this sandbox for a container and would then keep its state (CloudWatch's metrics
+        # among it) in /tmp/localstack, shared by every LocalStack on the machine: host mode keeps
+        # it under FILESYSTEM_ROOT.
+        OVERRIDE_IN_DOCKER="0",
     )
     log_path = work_dir / "localstack.log"
     started = time.monotonic()
