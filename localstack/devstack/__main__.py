@@ -5,15 +5,17 @@ import argparse
 import logging
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 
-from devstack.anchoring import anchor, new_funded_key
 from devstack.stack import PROJECT_ROOT, Stack, StackOptions
 
 
 def publish_sample(endpoints: dict, work_dir: Path) -> tuple[Path, str]:
     """A small file anchored by a fresh creator, so the printed curl example verifies OK."""
+    from devstack.anchoring import anchor, new_funded_key  # web3: imported once the API is up
+
     sample = work_dir / "sample.txt"
     sample.write_bytes(f"Internet ID sample content, {os.urandom(8).hex()}\n".encode())
     creator = new_funded_key(endpoints["rpc_url"], endpoints["funded_private_key"])
@@ -35,6 +37,7 @@ Internet ID verification queue is up ({endpoints['backend']} backend).
   Postgres         {endpoints['database_url']}
   AWS emulator     {endpoints['aws_endpoint_url']}
   endpoints file   .stack/endpoints.json
+  logs             .stack/logs/api.log, .stack/logs/runner.log (restarted when they exit)
 
 Verify a file end to end (signs a manifest, pins it, registers it, uploads, polls):
   .venv/bin/internetid demo
@@ -48,7 +51,7 @@ Ctrl-C stops everything.
 """
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(prog="devstack")
     parser.add_argument("command", choices=["up"])
     parser.add_argument("--backend", choices=["moto", "localstack"], default=os.environ.get("BACKEND", "moto"))
@@ -58,7 +61,7 @@ def main() -> None:
     logging.getLogger("botocore").setLevel(logging.WARNING)  # credential/endpoint chatter
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     options = StackOptions(backend=args.backend, work_dir=PROJECT_ROOT / ".stack", api_port=args.port,
-                           workers=args.workers, quiet=False)
+                           workers=args.workers)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -67,11 +70,16 @@ def main() -> None:
         stack.start()
         sample, manifest_uri = publish_sample(stack.endpoints, options.work_dir)
         print(banner(stack.endpoints, sample, manifest_uri), flush=True)
-        stop.wait()
+        while not stop.wait(0.5) and not stack.supervisor.failed.is_set():
+            pass
         print("stopping…", flush=True)
     finally:
         stack.stop()
+    if stack.supervisor.failed.is_set():
+        print(f"make up: {stack.supervisor.failure}", file=sys.stderr, flush=True)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,25 +1,14 @@
-"""Embedded PostgreSQL for the local stack and the tests.
+"""Embedded PostgreSQL 16 from the `pgserver` wheel (no system install), on loopback TCP.
 
-PostgreSQL 16 comes from the `pgserver` wheel (binaries and libraries, no system install). Its
-own `PostgresServer` class listens on a unix socket only (it starts postgres with `-h ""`), so
-this module drives the wheel's `initdb` and `pg_ctl` itself and starts the server on loopback TCP:
-any client (psycopg, psql, a GUI, another process) can then use the plain URL
-`postgresql://postgres@127.0.0.1:<port>/postgres`. Unix sockets are switched off.
+pgserver's own `PostgresServer` listens on a unix socket only (`-h ""`), so this drives the
+wheel's `initdb` and `pg_ctl` itself: any client can use `postgresql://postgres@127.0.0.1:<port>/postgres`.
+Authentication is `trust` (local development only: never expose it beyond loopback).
 
-Running as root works the way pgserver does it: PostgreSQL refuses to run as root, so the
-server runs as an unprivileged system user (`pgserver`, created on first use), the data
-directory is handed to that user, and the directories above it are made traversable (o+rx).
-They must stay so: do not put the data directory under pytest's `tmp_path`, since every pytest
-session resets `/tmp/pytest-of-<user>` to mode 0700 (use `tempfile.mkdtemp()` instead).
+As root it runs the way pgserver does: as the unprivileged `pgserver` user, who owns the data
+directory, with the directories above it made traversable (o+rx). They must stay so: not under
+pytest's `tmp_path`, whose base each session resets to 0700 (use `tempfile.mkdtemp()`).
 
-Authentication is `trust` (local development only): never expose this server beyond loopback.
-
-    pg = start_postgres(Path(".stack/pgdata"))
-    ... pg.url ...
-    pg.stop()
-
-`database_url_or_embedded()` honours an explicit `DATABASE_URL` instead.
-Run standalone with `python -m devstack.postgres <data_dir>` (Ctrl-C stops it).
+    pg = start_postgres(Path(".stack/pgdata")); ... pg.url ...; pg.stop()
 """
 from __future__ import annotations
 
@@ -28,15 +17,15 @@ import logging
 import os
 import shlex
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+
+from devstack.process import PortReservation
 
 logger = logging.getLogger(__name__)
 
@@ -60,12 +49,9 @@ def _running_as_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def _run(exe: str, args: list[str], *, user: str | None, cwd: Path, timeout: float) -> str:
-    """Run one of the wheel's programs; raise RuntimeError with its output on failure.
-
-    Output goes to temporary files, not pipes: `pg_ctl start` leaves a daemon behind that
-    would inherit a pipe and keep `communicate()` waiting forever.
-    """
+def _run(exe: str, args: list[str], *, user: str | None, cwd: Path, timeout: float) -> None:
+    """Run one of the wheel's programs; RuntimeError with its output on failure. The output goes
+    to a temporary file, not a pipe: `pg_ctl start` leaves a daemon behind that would hold it."""
     cmd = [str(_bin_dir() / exe), *args]
     identity: dict[str, object] = {}
     if user is not None:  # switch uid, gid and supplementary groups, not just the uid
@@ -73,28 +59,15 @@ def _run(exe: str, args: list[str], *, user: str | None, cwd: Path, timeout: flo
 
         entry = pwd.getpwnam(user)
         identity = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    with tempfile.TemporaryFile("w+") as out:
         try:
-            proc = subprocess.run(
-                cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, text=True,
-                cwd=str(cwd), timeout=timeout, check=False, **identity,
-            )
+            proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                                  cwd=str(cwd), timeout=timeout, check=False, **identity)
         except subprocess.TimeoutExpired as exc:
             raise RuntimeError(f"{exe} timed out after {timeout}s: {shlex.join(cmd)}") from exc
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"{exe} failed with exit code {proc.returncode}: {shlex.join(cmd)}\n{stdout}\n{stderr}"
-        )
-    return stdout
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+        if proc.returncode != 0:
+            out.seek(0)
+            raise RuntimeError(f"{exe} failed with exit code {proc.returncode}: {shlex.join(cmd)}\n{out.read()}")
 
 
 def _postmaster_pid(data_dir: Path) -> int | None:
@@ -168,15 +141,8 @@ class EmbeddedPostgres:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
 
     @property
-    def log_file(self) -> Path:
-        return self.data_dir / LOG_FILE_NAME
-
-    @property
     def pid(self) -> int | None:
         return _postmaster_pid(self.data_dir)
-
-    def is_running(self) -> bool:
-        return not self._stopped and self.pid is not None
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the server (fast shutdown: open sessions are ended). Safe to call twice."""
@@ -201,11 +167,6 @@ class EmbeddedPostgres:
         if os.getpid() == self._owner_pid:  # not in a forked child that exits normally
             self.stop()
 
-    def __enter__(self) -> "EmbeddedPostgres":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def start_postgres(
@@ -218,8 +179,8 @@ def start_postgres(
 ) -> EmbeddedPostgres:
     """Start PostgreSQL on `host:port` with its cluster in `data_dir` (created on first use).
 
-    `port=None` picks a free port. `server_settings` are extra `-c name=value` options, e.g.
-    `{"fsync": "off"}` for throwaway test clusters. A server left running in `data_dir` by an
+    `port=None` picks a free port, held until the server binds it. `server_settings` are extra
+    `-c name=value` options, e.g. `{"fsync": "off"}` for throwaway test clusters. A server left running in `data_dir` by an
     earlier process that died without stopping it is stopped first. The server is stopped when
     this interpreter exits, unless `stop()` was called before.
     """
@@ -242,20 +203,18 @@ def start_postgres(
     options = ["-h", host, "-k", ""]  # TCP on loopback only, no unix socket
     for name, value in (server_settings or {}).items():
         options += ["-c", f"{name}={value}"]
-    attempts = 1 if port is not None else 3
-    for attempt in range(attempts):
-        chosen = port if port is not None else _free_port(host)
-        try:
-            _run("pg_ctl", ["-D", str(data_dir), "-l", str(data_dir / LOG_FILE_NAME), "-w",
-                            "-t", str(int(timeout)), "-o", shlex.join([*options, "-p", str(chosen)]),
-                            "start"],
-                 user=system_user, cwd=data_dir, timeout=timeout + 10)
-            break
-        except RuntimeError as exc:
-            log_tail = _tail(data_dir / LOG_FILE_NAME)
-            if attempt + 1 < attempts and "already in use" in log_tail:
-                continue  # lost the race for the free port: pick another one
-            raise RuntimeError(f"{exc}\n--- server log ---\n{log_tail}") from exc
+    # A port of our choosing is held until the server listens on it (postgres binds with SO_REUSEADDR).
+    reservation = PortReservation(host) if port is None else None
+    chosen = reservation.port if reservation else port
+    try:
+        _run("pg_ctl", ["-D", str(data_dir), "-l", str(data_dir / LOG_FILE_NAME), "-w", "-t", str(int(timeout)),
+                        "-o", shlex.join([*options, "-p", str(chosen)]), "start"],
+             user=system_user, cwd=data_dir, timeout=timeout + 10)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}\n--- server log ---\n{_tail(data_dir / LOG_FILE_NAME)}") from exc
+    finally:
+        if reservation:
+            reservation.close()
     server = EmbeddedPostgres(data_dir, host, chosen, system_user,
                               startup_seconds=time.monotonic() - t0)
     atexit.register(server._stop_at_exit)
@@ -268,41 +227,3 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
-
-
-def database_url_or_embedded(
-    data_dir: Path | str, environ: Mapping[str, str] | None = None, **start_kwargs: object
-) -> tuple[str, EmbeddedPostgres | None]:
-    """`DATABASE_URL` when set (nothing started), else an embedded server in `data_dir`.
-
-    Returns `(url, server)`; `server` is None when the URL came from the environment, so the
-    caller only stops what was started here.
-    """
-    env = os.environ if environ is None else environ
-    url = env.get("DATABASE_URL")
-    if url:
-        return url, None
-    server = start_postgres(data_dir, **start_kwargs)  # type: ignore[arg-type]
-    return server.url, server
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Run an embedded PostgreSQL until Ctrl-C.")
-    parser.add_argument("data_dir", type=Path)
-    parser.add_argument("--port", type=int, default=None)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the server on SIGTERM too
-    with start_postgres(args.data_dir, port=args.port) as server:
-        print(server.url, flush=True)
-        try:
-            signal.pause()
-        except KeyboardInterrupt:
-            pass
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,43 +1,36 @@
 """The whole local stack in one object: emulator with the infra template applied, Postgres,
 dev chain with the registries, dev IPFS node, the API under `chalice local`, and the
-event-source runner. `make up` and the integration tests start the very same thing.
+event-source runner, both supervised. `make up` and the integration tests start the very same thing.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import requests
 
 from devstack.anvil import DEFAULT_CHAIN_ID, Anvil
-from devstack.emulator import start_emulator
+from devstack.emulator import Emulator, start_emulator
 from devstack.ipfs import DevIpfsNode
-from devstack.postgres import start_postgres
+from devstack.postgres import EmbeddedPostgres, start_postgres
+from devstack.process import PROJECT_ROOT, ManagedProcess, PortReservation, Supervisor, free_port
 
+__all__ = ["PROJECT_ROOT", "ManagedProcess", "Stack", "StackOptions", "free_port"]
 log = logging.getLogger("devstack")
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
 class StackOptions:
     backend: str = "moto"
     work_dir: Path = PROJECT_ROOT / ".stack"
-    api_port: int = 0
+    api_port: int = 0  # 0: a free port, held for the API (and its restarts) while the stack runs
     workers: int = 8  # Lambda-like concurrency of the worker; measured best on 2 cores (tests/bench)
     schedule_interval_seconds: float = 10.0
     # Settings for the API and the workers on top of the stack's own (e.g. RETRY_BASE_SECONDS).
@@ -48,93 +41,60 @@ class StackOptions:
     chain_id: int = DEFAULT_CHAIN_ID
 
 
-class ManagedProcess:
-    """A child process with its own process group and log file, stopped with its children."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path, quiet: bool) -> None:
-        self.name, self.argv, self.env, self.quiet = name, argv, env, quiet
-        self.log_path = log_dir / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    def start(self) -> None:
-        self._log = open(self.log_path, "ab") if self.quiet else None
-        self.proc = subprocess.Popen(
-            self.argv, cwd=PROJECT_ROOT, env=self.env, stdin=subprocess.DEVNULL,
-            stdout=self._log, stderr=subprocess.STDOUT if self._log else None, start_new_session=True,
-        )
-
-    def signal(self, sig: int) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.signal(signal.SIGKILL)
-                self.proc.wait(timeout)
-        if self._log:
-            self._log.close()
-            self._log = None
-
-    def alive(self) -> bool:
-        return bool(self.proc and self.proc.poll() is None)
-
-
 class Stack:
     def __init__(self, options: StackOptions | None = None) -> None:
         self.options = options or StackOptions()
-        self.emulator: Any = None
-        self.postgres: Any = None
+        self.emulator: Emulator | None = None
+        self.postgres: EmbeddedPostgres | None = None
         self.chain: Anvil | None = None
         self.ipfs: DevIpfsNode | None = None
         self.api: ManagedProcess | None = None
         self.runner: ManagedProcess | None = None
+        self.supervisor: Supervisor | None = None
         self.endpoints: dict[str, Any] = {}
         self.env: dict[str, str] = {}
+        self._api_port: PortReservation | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "Stack":
         opts = self.options
         logs = opts.work_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
         try:
             self._start_services()
+            log.info("services up in %.1fs", time.monotonic() - started)
             port = int(self.endpoints["api_url"].rsplit(":", 1)[1])
             self.api = ManagedProcess("api", self.api_argv(port), self.env, logs, opts.quiet)
-            self.api.start()
             self.runner = ManagedProcess("runner", self._runner_argv(), self.env, logs, opts.quiet)
-            self.runner.start()
+            self.api.start()
             self._wait_for_api()
+            # After the API is up: the two would only share the two cores importing the app.
+            self.runner.start()
+            self.supervisor = Supervisor([self.api, self.runner])
+            self.supervisor.start()
         except BaseException:
             self.stop()
             raise
         self._write_endpoints()
+        log.info("API healthy in %.1fs", time.monotonic() - started)
         return self
 
     def _start_services(self) -> None:
+        """Emulator, database and chain start side by side; each needs only itself."""
         opts = self.options
-        started = time.monotonic()
-        # moto runs as its own process: its state is per process, so a second emulator in the
-        # same process (tests do that) would share it; and it keeps moto off this process's core.
-        extra = {"in_process": False} if opts.backend == "moto" else {}
-        self.emulator = start_emulator(opts.backend, opts.work_dir, **extra)
-        outputs = self.emulator.apply_template(opts.template_parameters)
-        database_url = os.environ.get("DATABASE_URL")
-        if not database_url:
-            self.postgres = start_postgres(opts.work_dir / "pgdata")
-            database_url = self.postgres.url
-        from chalicelib.db.migrate import migrate
-
-        migrate(database_url)
-        self.chain = Anvil(opts.chain_id, log_dir=opts.work_dir / "logs").start()
-        registries = self.chain.deploy_registries()
         self.ipfs = DevIpfsNode()
         self.ipfs.start()
-        api_port = opts.api_port or free_port()
+        with ThreadPoolExecutor(3, thread_name_prefix="devstack-start") as pool:
+            aws = pool.submit(self._start_emulator)
+            database = pool.submit(self._start_database)
+            chain = pool.submit(self._start_chain)
+            outputs, database_url, registries = aws.result(), database.result(), chain.result()
+        if opts.api_port:
+            api_port = opts.api_port
+        else:
+            self._api_port = PortReservation()
+            api_port = self._api_port.port
         self.env = {
             **os.environ,
             **self.emulator.aws_env(),
@@ -168,7 +128,24 @@ class Stack:
             "dead_letter_queue_url": outputs["DeadLetterQueueUrl"],
             "upload_events_queue_url": outputs["UploadEventsQueueUrl"],
         }
-        log.info("services up in %.1fs", time.monotonic() - started)
+
+    def _start_emulator(self) -> dict[str, str]:
+        self.emulator = start_emulator(self.options.backend, self.options.work_dir)
+        return self.emulator.apply_template(self.options.template_parameters)
+
+    def _start_database(self) -> str:
+        database_url = os.environ.get("DATABASE_URL")
+        if not database_url:
+            self.postgres = start_postgres(self.options.work_dir / "pgdata")
+            database_url = self.postgres.url
+        from chalicelib.db.migrate import migrate
+
+        migrate(database_url)
+        return database_url
+
+    def _start_chain(self) -> dict[str, str]:
+        self.chain = Anvil(self.options.chain_id, log_dir=self.options.work_dir / "logs").start()
+        return self.chain.deploy_registries()
 
     @staticmethod
     def api_argv(port: int) -> list[str]:
@@ -184,9 +161,8 @@ class Stack:
         url = f"{self.endpoints['api_url']}/api/health"
         last = "no answer"
         while time.monotonic() < deadline:
-            for child in (self.api, self.runner):
-                if not child.alive():
-                    raise RuntimeError(f"the {child.name} process exited; see {child.log_path}")
+            if not self.api.alive():
+                raise RuntimeError(f"the API process exited; see {self.api.log_path}")
             try:
                 response = requests.get(url, timeout=2)
                 if response.status_code == 200:
@@ -194,7 +170,7 @@ class Stack:
                 last = response.text
             except requests.RequestException as exc:
                 last = str(exc)
-            time.sleep(0.2)
+            time.sleep(0.1)
         raise RuntimeError(f"the API did not become healthy in {timeout}s ({last}); see {self.api.log_path}")
 
     def _write_endpoints(self) -> None:
@@ -202,14 +178,17 @@ class Stack:
         path.write_text(json.dumps(self.endpoints, indent=2) + "\n")
 
     def restart_runner(self) -> None:
-        """Start a fresh runner (after a test killed the old one mid-job)."""
-        self.runner.stop()
-        self.runner.start()
+        """Start a fresh runner now (the supervisor would also do it once it sees the old one dead)."""
+        self.runner.restart()
 
     def stop(self) -> None:
+        if self.supervisor:
+            self.supervisor.stop()
         for child in (self.runner, self.api):
             if child:
                 child.stop()
+        if self._api_port:
+            self._api_port.close()
         for service in (self.ipfs, self.chain, self.postgres, self.emulator):
             if service:
                 try:

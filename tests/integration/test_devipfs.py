@@ -41,33 +41,15 @@ def test_add_cid_version_1_uses_raw_leaves(node):
     assert entry["Size"] == "12"
 
 
-def test_gateway_returns_exact_bytes_with_ipfs_headers(node):
+def test_gateway_returns_exact_bytes_under_each_cid_of_the_content(node):
     add(node, {"file": ("hello.txt", HELLO)})
     response = requests.get(f"{node.gateway_url}/ipfs/{HELLO_V0}", timeout=10)
     assert response.status_code == 200
     assert response.content == HELLO
-    assert response.headers["Etag"] == f'"{HELLO_V0}"'
-    assert response.headers["X-Ipfs-Path"] == f"/ipfs/{HELLO_V0}"
-    assert "immutable" in response.headers["Cache-Control"]
-    # the same content under its other CIDs
+    # the same dag-pb block under its CIDv1 name
     assert requests.get(f"{node.gateway_url}/ipfs/{HELLO_V1_DAG_PB}", timeout=10).content == HELLO
     add(node, {"file": ("hello.txt", HELLO)}, **{"cid-version": "1"})
     assert requests.get(f"{node.gateway_url}/ipfs/{HELLO_V1_RAW}", timeout=10).content == HELLO
-
-
-def test_head_and_conditional_and_range_requests(node):
-    add(node, {"file": ("hello.txt", HELLO)})
-    url = f"{node.gateway_url}/ipfs/{HELLO_V0}"
-    head = requests.head(url, timeout=10)
-    assert head.status_code == 200
-    assert head.headers["Content-Length"] == str(len(HELLO))
-    assert head.content == b""
-    assert requests.get(url, headers={"If-None-Match": f'"{HELLO_V0}"'}, timeout=10).status_code == 304
-    part = requests.get(url, headers={"Range": "bytes=6-10"}, timeout=10)
-    assert part.status_code == 206
-    assert part.content == b"world"
-    assert part.headers["Content-Range"] == f"bytes 6-10/{len(HELLO)}"
-    assert requests.get(url, headers={"Range": "bytes=99-"}, timeout=10).status_code == 416
 
 
 def test_multi_chunk_file_round_trips(node):
@@ -75,9 +57,10 @@ def test_multi_chunk_file_round_trips(node):
     (entry,) = add(node, {"file": ("big.bin", data, "application/octet-stream")})
     assert entry["Hash"] == "QmXgkY4miMKJBrg8YYke4xw6C2n8WNsUc1GXLhN84k4QM3"
     assert int(entry["Size"]) > len(data)
-    fetched = requests.get(f"{node.gateway_url}/ipfs/{entry['Hash']}", timeout=10)
-    assert fetched.content == data
-    assert fetched.headers["Content-Type"] == "application/octet-stream"
+    (v1,) = add(node, {"file": ("big.bin", data)}, **{"cid-version": "1"})
+    assert v1["Hash"] == "bafybeiedpcapwld4tkgtzwahfofgn4wex5ryysf4se6hwpmlrsh4ntnrau"
+    for cid in (entry["Hash"], v1["Hash"]):
+        assert requests.get(f"{node.gateway_url}/ipfs/{cid}", timeout=10).content == data
 
 
 def test_json_manifest_round_trips(node):
@@ -91,53 +74,29 @@ def test_json_manifest_round_trips(node):
 def test_several_files_in_one_request_answer_one_line_each(node):
     entries = add(node, [("file", ("a.txt", b"a")), ("file", ("b.txt", b"b"))])
     assert [e["Name"] for e in entries] == ["a.txt", "b.txt"]
-    assert all(requests.get(f"{node.gateway_url}/ipfs/{e['Hash']}", timeout=10).ok for e in entries)
+    assert [requests.get(f"{node.gateway_url}/ipfs/{e['Hash']}", timeout=10).content for e in entries] == [b"a", b"b"]
 
 
-def test_only_hash_does_not_store(node):
-    data = b"only hashed, never stored"
-    (entry,) = add(node, {"file": ("x", data)}, **{"only-hash": "true"})
-    assert requests.get(f"{node.gateway_url}/ipfs/{entry['Hash']}", timeout=10).status_code == 404
-
-
-def test_unknown_and_invalid_cids(node):
+def test_unknown_and_invalid_cids_and_paths(node):
     missing = requests.get(f"{node.gateway_url}/ipfs/{UNKNOWN}", timeout=10)
     assert missing.status_code == 404
-    assert missing.headers["Content-Type"].startswith("text/plain")
     assert missing.text
-    assert requests.head(f"{node.gateway_url}/ipfs/{UNKNOWN}", timeout=10).status_code == 404
     assert requests.get(f"{node.gateway_url}/ipfs/not-a-cid", timeout=10).status_code == 400
     add(node, {"file": ("hello.txt", HELLO)})
     assert requests.get(f"{node.gateway_url}/ipfs/{HELLO_V0}/sub/path", timeout=10).status_code == 404
+    assert requests.get(f"{node.gateway_url}/elsewhere", timeout=10).status_code == 404
 
 
 def test_rpc_errors_look_like_kubo(node):
     bad = requests.post(f"{node.api_url}/api/v0/add", data=b"plain body", timeout=10)
     assert bad.status_code == 400
     assert bad.json()["Type"] == "error"
-    assert requests.get(f"{node.api_url}/api/v0/add", timeout=10).status_code in (404, 405)
     assert requests.post(f"{node.api_url}/api/v0/nope", timeout=10).status_code == 404
     assert requests.post(f"{node.api_url}/api/v0/add?cid-version=7", files={"file": b"x"}, timeout=10).status_code == 400
 
 
-def test_cat_and_python_api(node):
+def test_python_api_adds_what_the_gateway_serves(node):
     cid = node.add(b"added in process")
     assert cid.startswith("Qm")
-    cat = requests.post(f"{node.api_url}/api/v0/cat", params={"arg": cid}, timeout=10)
-    assert cat.content == b"added in process"
+    assert requests.get(f"{node.gateway_url}/ipfs/{cid}", timeout=10).content == b"added in process"
     assert node.get(cid) == b"added in process"
-
-
-def test_directory_store_survives_restart(tmp_path):
-    first = DevIpfsNode(store_dir=tmp_path)
-    first.start()
-    try:
-        cid = first.add(b"persisted")
-    finally:
-        first.stop()
-    second = DevIpfsNode(store_dir=tmp_path)
-    second.start()
-    try:
-        assert requests.get(f"{second.gateway_url}/ipfs/{cid}", timeout=10).content == b"persisted"
-    finally:
-        second.stop()
