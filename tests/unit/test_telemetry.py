@@ -2,16 +2,22 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+from cfnlint.decode import decode
 
 from chalicelib.telemetry import job_finished
-from devstack.emulator import load_template
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "infra" / "template.yaml"
 
 
 def test_jobs_failed_metric_matches_the_alarm(capsys):
     job_finished("Failed", 12.5)
     emf = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
-    alarm = load_template()["Resources"]["JobsFailedAlarm"]["Properties"]
+    template, problems = decode(str(TEMPLATE))
+    assert not problems
+    alarm = template["Resources"]["JobsFailedAlarm"]["Properties"]
     directive = emf["_aws"]["CloudWatchMetrics"][0]
     assert directive["Namespace"] == alarm["Namespace"]
     assert {"Name": alarm["MetricName"], "Unit": "Count"} in directive["Metrics"]
