@@ -10,13 +10,9 @@ their part present and do nothing.
     with start_emulator("moto") as aws:          # or "localstack"
         outputs = aws.apply_template({"VisibilityTimeoutSeconds": 30})
         env = {**aws.aws_env(), **aws.app_env()}  # AWS_ENDPOINT_URL, credentials, UPLOAD_BUCKET, ...
-
-Command line: ``python -m devstack.emulator [--backend moto|localstack]`` applies the template,
-prints the endpoint and outputs as JSON and runs until Ctrl-C.
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -44,15 +40,11 @@ CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
 BACKENDS = ("moto", "localstack")
 
 
-def template_text(path: Path = TEMPLATE_PATH) -> str:
-    return Path(path).read_text()
-
-
 def load_template(path: Path = TEMPLATE_PATH) -> dict:
     """The template as a dict, short-form tags (``!Ref x``) in long form (cfn-lint's decoder)."""
     from cfnlint.decode import decode_str
 
-    template, problems = decode_str(template_text(path))
+    template, problems = decode_str(Path(path).read_text())
     if problems:
         raise EmulatorError(f"{path}: {problems[0]}")
     return template
@@ -106,7 +98,7 @@ class Emulator:
         template = decoding.submit(load_template, template_path)
         decoding.shutdown(wait=False)
         cfn = self.client("cloudformation")
-        request = {"StackName": stack_name, "TemplateBody": template_text(template_path),
+        request = {"StackName": stack_name, "TemplateBody": Path(template_path).read_text(),
                    "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
                    "Capabilities": ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"]}
         waiter = "stack_create_complete"
@@ -234,25 +226,3 @@ def start_emulator(backend: str | None = None, work_dir: Path | None = None, reg
     if backend == "localstack":
         return start_localstack(work_dir=work_dir, region=region, **kwargs)
     raise ValueError(f"unknown AWS emulator {backend!r}; choose one of {BACKENDS}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m devstack.emulator", description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=BACKENDS, default=os.environ.get("AWS_EMULATOR", "moto"))
-    parser.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    with start_emulator(args.backend) as aws:
-        aws.apply_template(dict(p.split("=", 1) for p in args.parameter))
-        print(json.dumps({"backend": aws.backend, "endpoint_url": aws.endpoint_url, "outputs": aws.outputs,
-                          "filled_in": aws.filled_in, **aws.details}, indent=2), flush=True)
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -16,6 +16,7 @@ import atexit
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -43,10 +44,6 @@ def _bin_dir() -> Path:
         from pgserver._commands import POSTGRES_BIN_PATH  # the wheel's bin/ directory
 
     return Path(POSTGRES_BIN_PATH)
-
-
-def _running_as_root() -> bool:
-    return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 def _run(exe: str, args: list[str], *, user: str | None, cwd: Path, timeout: float) -> None:
@@ -115,10 +112,9 @@ def _prepare_for_system_user(data_dir: Path) -> str:
         ensure_folder_permissions(bin_dir.parent / "share", read)
     entry = pwd.getpwnam(SYSTEM_USER)
     if data_dir.stat().st_uid != entry.pw_uid or data_dir.stat().st_gid != entry.pw_gid:
-        for root, dirs, files in os.walk(data_dir):
-            for name in (*dirs, *files):
-                os.lchown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
-        os.chown(data_dir, entry.pw_uid, entry.pw_gid)
+        shutil.chown(data_dir, entry.pw_uid, entry.pw_gid)
+        for path in data_dir.rglob("*"):
+            os.lchown(path, entry.pw_uid, entry.pw_gid)
     return SYSTEM_USER
 
 
@@ -168,7 +164,6 @@ class EmbeddedPostgres:
             self.stop()
 
 
-
 def start_postgres(
     data_dir: Path | str,
     *,
@@ -187,7 +182,7 @@ def start_postgres(
     t0 = time.monotonic()
     data_dir = Path(data_dir).expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    system_user = _prepare_for_system_user(data_dir) if _running_as_root() else None
+    system_user = _prepare_for_system_user(data_dir) if os.geteuid() == 0 else None
     os.chmod(data_dir, 0o700)  # postgres refuses a group/world-readable data directory
 
     if not (data_dir / "PG_VERSION").exists():
@@ -211,7 +206,9 @@ def start_postgres(
                         "-o", shlex.join([*options, "-p", str(chosen)]), "start"],
              user=system_user, cwd=data_dir, timeout=timeout + 10)
     except RuntimeError as exc:
-        raise RuntimeError(f"{exc}\n--- server log ---\n{_tail(data_dir / LOG_FILE_NAME)}") from exc
+        log_file = data_dir / LOG_FILE_NAME
+        log_tail = log_file.read_text(errors="replace").splitlines()[-30:] if log_file.exists() else []
+        raise RuntimeError(f"{exc}\n--- server log ---\n" + "\n".join(log_tail)) from exc
     finally:
         if reservation:
             reservation.close()
@@ -220,10 +217,3 @@ def start_postgres(
     atexit.register(server._stop_at_exit)
     logger.info("PostgreSQL started at %s in %.2fs", server.url, server.startup_seconds)
     return server
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
