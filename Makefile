@@ -41,6 +41,7 @@ contracts-check:
 bench: venv
 	$(PY) -m tests.bench.bench_pipeline
 	$(PY) -m tests.bench.bench_upload
+	$(PY) -m tests.bench.bench_proof_depth
 
 clean:
 	rm -rf $(VENV) .stack

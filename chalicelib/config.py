@@ -67,7 +67,7 @@ class Settings:
 
     # Chain and manifests.
     rpc_url: str | None = None
-    ipfs_gateway: str = "https://ipfs.io"
+    ipfs_gateway: str = "https://ipfs.io"  # one gateway, or several separated by commas
     allow_private_networks: bool = False
     registry_start_block: int | None = None
     log_scan_lookback_blocks: int = 1_000_000
@@ -92,6 +92,12 @@ class Settings:
     def queue_configured(self) -> bool:
         return bool(self.queue_url)
 
+    @property
+    def ipfs_gateways(self) -> tuple[str, ...]:
+        """IPFS_GATEWAY as a list, in the order they are tried, without trailing slashes."""
+        listed = tuple(g.strip().rstrip("/") for g in self.ipfs_gateway.split(",") if g.strip())
+        return listed or (Settings.ipfs_gateway,)
+
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from a mapping (the process environment by default)."""
@@ -109,7 +115,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         upload_events_queue_name=env.get("UPLOAD_EVENTS_QUEUE_NAME") or d.upload_events_queue_name,
         database_pool_max=_int(env.get("DATABASE_POOL_MAX"), d.database_pool_max),
         rpc_url=_str(env.get("RPC_URL")),
-        ipfs_gateway=(env.get("IPFS_GATEWAY") or d.ipfs_gateway).rstrip("/"),
+        ipfs_gateway=env.get("IPFS_GATEWAY") or d.ipfs_gateway,
         allow_private_networks=_bool(env.get("ALLOW_PRIVATE_NETWORKS")),
         registry_start_block=_int(env.get("REGISTRY_START_BLOCK"), None),
         log_scan_lookback_blocks=_int(env.get("LOG_SCAN_LOOKBACK_BLOCKS"), d.log_scan_lookback_blocks),

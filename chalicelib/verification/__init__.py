@@ -7,7 +7,8 @@ import sys
 from .hashing import sha256_stream
 from .manifest import Manifest, fetch_manifest, parse_manifest
 from .netguard import UrlNotAllowed, check_url, check_url_syntax, guarded_session
-from .registry import OnchainEntry, RegistrationTx, chain_id, connect, find_registration, read_entry
+from .registration import RegistrationTx, find_registration
+from .registry import OnchainEntry, PinnedBlock, chain_id, connect, pin_block, read_entry
 from .result import build_proof, build_verify_result, compute_checks, network_name
 from .verify import prove_hash, verify_hash
 from .signature import recover_signer
@@ -23,6 +24,7 @@ if sys.getrecursionlimit() > MAX_RECURSION:
 __all__ = [
     "Manifest",
     "OnchainEntry",
+    "PinnedBlock",
     "RegistrationTx",
     "UrlNotAllowed",
     "build_proof",
@@ -37,6 +39,7 @@ __all__ = [
     "guarded_session",
     "network_name",
     "parse_manifest",
+    "pin_block",
     "prove_hash",
     "read_entry",
     "recover_signer",

@@ -1,8 +1,15 @@
 """Fetching and validating a creator's signed manifest (JSON with content_hash and signature).
 
 A manifest URI comes from the client, so the fetch is defensive: only ipfs:// (through the
-configured gateway) and http(s)://, the address rule on every hop, at most 3 redirects followed
+configured gateways) and http(s)://, the address rule on every hop, at most 3 redirects followed
 by hand, timeouts, and a size cap enforced while the body streams in.
+
+IPFS_GATEWAY may list several gateways: an ipfs:// manifest is asked of each in turn while they
+fail transiently (timeout, refused connection, 5xx, 408/425/429), each under the same rule and
+cap. Any other answer ends the search: a 404 or 410 (MANIFEST_NOT_FOUND), an oversized or
+malformed body, a refused address. A gateway that answers is taken at its word about the content,
+so the next one is not asked; a deployment lists gateways for availability, not for content
+that only some of them hold.
 """
 from __future__ import annotations
 
@@ -188,10 +195,29 @@ def fetch_bytes(url: str, settings: Settings) -> bytes:
     )
 
 
+def fetch_from_first_available(urls: list[str], settings: Settings) -> bytes:
+    """fetch_bytes from the first of `urls` that does not fail transiently (see the module
+    docstring); when all of them do, one transient error naming each failure."""
+    failures: list[TransientError] = []
+    for url in urls:
+        try:
+            return fetch_bytes(url, settings)
+        except TransientError as exc:
+            failures.append(exc)
+    if len(failures) == 1:
+        raise failures[0]
+    raise TransientError(
+        f"No IPFS gateway delivered the manifest ({len(failures)} tried): "
+        + "; ".join(exc.message for exc in failures),
+        code=MANIFEST_FETCH_FAILED,
+    ) from failures[-1]
+
+
 def fetch_manifest(uri: str, settings: Settings) -> Manifest:
     """Fetch, size-check and validate the manifest at `uri` (ipfs:// or http(s)://)."""
-    url, cid = resolve_manifest_uri(uri, settings.ipfs_gateway)
-    data = fetch_bytes(url, settings)
+    resolved = [resolve_manifest_uri(uri, gateway) for gateway in settings.ipfs_gateways]
+    cid = resolved[0][1]
+    data = fetch_from_first_available(list(dict.fromkeys(url for url, _ in resolved)), settings)
     obj = parse_manifest(data, settings.manifest_max_bytes)
     return Manifest(
         uri=uri,

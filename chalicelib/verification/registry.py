@@ -1,4 +1,6 @@
-"""Reading the ContentRegistry over JSON-RPC: the entry for a hash and its registration log.
+"""Reading the ContentRegistry over JSON-RPC: the entry for a hash, at a pinned block.
+
+The registration log is found by `registration.find_registration`.
 
 Two registry layouts are deployed, and `entries(bytes32)` returns differently shaped data:
 - layout A: (address creator, bytes32 contentHash, string manifestURI, uint64 timestamp)
@@ -6,19 +8,30 @@ Two registry layouts are deployed, and `entries(bytes32)` returns differently sh
 In both the string is the third value, so the third head word is its offset: 0x80 (four head
 words) for A, 0x60 (three head words) for B. The raw return data tells them apart, so no
 configuration can get it wrong.
+
+Every read is pinned: `pin_block` asks once for the head (number, hash, timestamp) and the
+chain id, in one JSON-RPC batch, and the entry is then read at that block number, so a result
+describes one chain state even while blocks are produced ("latest" is never asked twice).
+
+Revocation: the registry's `revoke` empties the manifest URI and keeps creator and timestamp.
+An entry is taken as revoked when it is registered (creator not zero) and its URI is empty at
+the pinned block. That one eth_call is sufficient evidence: the registries let only `revoke`
+empty a URI once registered, and a registration with an empty URI names no manifest that could
+be verified either. The `EntryRevoked` event is not looked up: it would cost an eth_getLogs over
+a range that nothing in the entry bounds (it holds no revocation time).
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Iterator
 
 import requests
 from eth_abi import decode as abi_decode
 from eth_abi.exceptions import DecodingError
-from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
+from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 from web3 import Web3
-from web3.exceptions import ContractLogicError, MethodUnavailable, Web3Exception, Web3RPCError
+from web3.exceptions import ContractLogicError, Web3Exception
 from web3.providers.rpc import HTTPProvider
 
 from ..config import Settings
@@ -32,10 +45,13 @@ from .netguard import check_url, guarded_session
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 ENTRIES_SELECTOR = function_signature_to_4byte_selector("entries(bytes32)")
-CONTENT_REGISTERED_TOPIC = "0x" + keccak(text="ContentRegistered(bytes32,address,string,uint64)").hex()
 
 LAYOUT_A = ("address", "bytes32", "string", "uint64")  # offset word 0x80
 LAYOUT_B = ("address", "uint64", "string")  # offset word 0x60
+
+# Block timestamps a registration search may ask for before it falls back to the bounded scan:
+# with the pinned head, the entry and the logs, a proof stays within 40 JSON-RPC calls.
+TIMESTAMP_PROBES = 32
 
 
 
@@ -51,13 +67,20 @@ class OnchainEntry:
     def registered(self) -> bool:
         return self.creator != ZERO_ADDRESS
 
+    @property
+    def revoked(self) -> bool:
+        """Registered, with its manifest URI emptied (see the module docstring)."""
+        return self.registered and self.manifest_uri == ""
+
 
 @dataclass(frozen=True)
-class RegistrationTx:
-    """The transaction that emitted the newest ContentRegistered log for a hash."""
+class PinnedBlock:
+    """The chain state a result is read at: the head when the verification began."""
 
-    tx_hash: str
-    block_number: int
+    chain_id: int
+    number: int
+    hash: str
+    timestamp: int
 
 
 @contextlib.contextmanager
@@ -127,6 +150,17 @@ def chain_id(w3: Web3) -> int:
         return int(w3.eth.chain_id)
 
 
+def pin_block(w3: Web3) -> PinnedBlock:
+    """The chain id and the head block, in one round trip (a JSON-RPC batch of two)."""
+    with rpc_errors("eth_getBlockByNumber"):
+        with w3.batch_requests() as batch:
+            batch.add(w3.eth.chain_id)
+            batch.add(w3.eth.get_block("latest"))
+            chain, head = batch.execute()
+        return PinnedBlock(chain_id=int(chain), number=int(head["number"]),
+                           hash="0x" + bytes(head["hash"]).hex(), timestamp=int(head["timestamp"]))
+
+
 def require_rpc_url(rpc_url: str | None) -> str:
     """The effective RPC URL, or RPC_URL_REQUIRED when neither client nor deployment gave one."""
     if not rpc_url:
@@ -150,7 +184,7 @@ def checked_hash(content_hash: str) -> str:
     return content_hash.lower()
 
 
-def _hash_bytes(content_hash: str) -> bytes:
+def hash_bytes(content_hash: str) -> bytes:
     return bytes.fromhex(checked_hash(content_hash)[2:])
 
 
@@ -181,73 +215,29 @@ def decode_entry(data: bytes) -> OnchainEntry:
     )
 
 
-def read_entry(w3: Web3, registry_address: str, content_hash: str) -> OnchainEntry:
-    """Read the registry entry for `content_hash` with a raw eth_call of entries(bytes32).
+def read_entry(w3: Web3, registry_address: str, content_hash: str, block: int | str = "latest") -> OnchainEntry:
+    """Read the registry entry for `content_hash` at `block` with a raw eth_call of
+    entries(bytes32), batched with eth_getCode at the same block (one round trip).
 
     Raises REGISTRY_NOT_FOUND when there is no contract at the address on this chain.
     """
     address = checked_address(registry_address)
-    calldata = ENTRIES_SELECTOR + _hash_bytes(content_hash)
-    with rpc_errors("eth_getCode"):
-        code = w3.eth.get_code(address)
+    calldata = ENTRIES_SELECTOR + hash_bytes(content_hash)
+    try:
+        with rpc_errors("entries(bytes32)"):
+            with w3.batch_requests() as batch:
+                batch.add(w3.eth.get_code(address, block))
+                batch.add(w3.eth.call({"to": address, "data": "0x" + calldata.hex()}, block))
+                code, data = batch.execute()
+    except PermanentError:  # the call reverted: is there a contract at all?
+        with rpc_errors("eth_getCode"):
+            code = w3.eth.get_code(address, block)
+        if code:
+            raise
     if not code:
         raise PermanentError(
             f"There is no contract at {address} on the network behind the RPC URL: "
             "check registryAddress, and that rpcUrl points at the network the registry is on.",
             code=REGISTRY_NOT_FOUND,
         )
-    with rpc_errors("entries(bytes32)"):
-        data = w3.eth.call({"to": address, "data": "0x" + calldata.hex()})
     return decode_entry(bytes(data))
-
-
-def _get_logs(w3: Web3, params: dict[str, Any]) -> list[Any]:
-    with rpc_errors("eth_getLogs"):
-        return list(w3.eth.get_logs(params))
-
-
-def find_registration(
-    w3: Web3, registry_address: str, content_hash: str, settings: Settings
-) -> RegistrationTx | None:
-    """The newest ContentRegistered log for `content_hash`, or None.
-
-    Scans backwards from the latest block in windows of `log_scan_block_range` blocks (public
-    RPC providers cap eth_getLogs ranges) down to REGISTRY_START_BLOCK, else to the last
-    `log_scan_lookback_blocks` blocks, and stops at the first window with a match. A window the
-    provider refuses with a JSON-RPC error is halved and retried, down to a single block.
-    """
-    address = checked_address(registry_address)
-    hash_topic = "0x" + _hash_bytes(content_hash).hex()
-    with rpc_errors("eth_blockNumber"):
-        latest = int(w3.eth.block_number)
-    if settings.registry_start_block is not None:
-        start = max(0, settings.registry_start_block)
-    else:
-        start = max(0, latest - settings.log_scan_lookback_blocks)
-    window = max(1, settings.log_scan_block_range)
-    to_block = latest
-    while to_block >= start:
-        from_block = max(start, to_block - window + 1)
-        params = {
-            "address": address,
-            "fromBlock": from_block,
-            "toBlock": to_block,
-            "topics": [CONTENT_REGISTERED_TOPIC, hash_topic],
-        }
-        try:
-            logs = _get_logs(w3, params)
-        except TransientError as exc:
-            cause = exc.__cause__
-            refused = isinstance(cause, Web3RPCError) and not isinstance(cause, MethodUnavailable)
-            if window > 1 and refused:
-                window = max(1, window // 2)  # e.g. "block range too large": ask for less
-                continue
-            raise
-        if logs:
-            newest = max(logs, key=lambda log: (int(log["blockNumber"]), int(log["logIndex"])))
-            return RegistrationTx(
-                tx_hash="0x" + bytes(newest["transactionHash"]).hex(),
-                block_number=int(newest["blockNumber"]),
-            )
-        to_block = from_block - 1
-    return None

@@ -10,7 +10,8 @@ from typing import Any
 
 from ..timefmt import iso_now
 from .manifest import Manifest
-from .registry import OnchainEntry, RegistrationTx
+from .registration import RegistrationTx
+from .registry import OnchainEntry, PinnedBlock
 
 # ethers v6 network names (plus "localhost" for 31337, as the original proof script named it).
 NETWORK_NAMES: dict[int, str] = {
@@ -53,14 +54,18 @@ def network_name(chain_id: int) -> str:
 
 @dataclass(frozen=True)
 class Checks:
-    """The three comparisons a verification makes, and the status they add up to."""
+    """The three comparisons a verification makes, and the status they add up to: a revoked
+    registration is FAIL whatever the comparisons say (its creator withdrew it)."""
 
     manifest_hash_ok: bool  # the file's hash is the manifest's content_hash
     creator_ok: bool  # the manifest's signer is the on-chain creator
     manifest_ok: bool  # the on-chain manifest URI is the one the client gave
+    revoked: bool = False  # the on-chain entry was revoked
 
     @property
     def status(self) -> str:
+        if self.revoked:
+            return "FAIL"
         if self.manifest_hash_ok and self.creator_ok and self.manifest_ok:
             return "OK"
         if self.manifest_hash_ok and self.creator_ok:
@@ -76,17 +81,25 @@ def compute_checks(
         manifest_hash_ok=manifest.content_hash.lower() == file_hash.lower(),
         creator_ok=entry.registered and entry.creator.lower() == recovered.lower(),
         manifest_ok=entry.manifest_uri == manifest_uri,
+        revoked=entry.revoked,
     )
 
 
 def onchain_dict(entry: OnchainEntry) -> dict[str, Any]:
-    return {"creator": entry.creator, "manifestURI": entry.manifest_uri, "timestamp": entry.timestamp}
+    return {"creator": entry.creator, "manifestURI": entry.manifest_uri, "timestamp": entry.timestamp,
+            "revoked": entry.revoked}
+
+
+def evidence_dict(block: PinnedBlock, checked_at: str) -> dict[str, Any]:
+    """The chain state a result was read at; `cached` is false for a result computed now."""
+    return {"chainId": block.chain_id, "blockNumber": block.number, "blockHash": block.hash,
+            "checkedAt": checked_at, "cached": False}
 
 
 def build_verify_result(
-    file_hash: str, recovered: str, entry: OnchainEntry, checks: Checks
+    file_hash: str, recovered: str, entry: OnchainEntry, checks: Checks, evidence: dict[str, Any]
 ) -> dict[str, Any]:
-    """The verify result of the contract: status, fileHash, recovered, onchain, checks."""
+    """The verify result of the contract: status, fileHash, recovered, onchain, checks, evidence."""
     return {
         "status": checks.status,
         "fileHash": file_hash,
@@ -97,6 +110,7 @@ def build_verify_result(
             "creatorOk": checks.creator_ok,
             "manifestOk": checks.manifest_ok,
         },
+        "evidence": evidence,
     }
 
 
@@ -107,14 +121,16 @@ def build_proof(
     manifest: Manifest,
     manifest_uri: str,
     registry_address: str,
-    chain_id: int,
     entry: OnchainEntry,
     recovered: str,
     checks: Checks,
     tx: RegistrationTx | None,
+    evidence: dict[str, Any],
     generated_at: str | None = None,
 ) -> dict[str, Any]:
-    """The proof document (the original's proof.json). `tx` is left out when no log was found."""
+    """The proof document (the original's proof.json) plus `evidence`. `tx` is left out when no
+    log was found."""
+    chain_id = evidence["chainId"]
     proof: dict[str, Any] = {
         "version": "1.0",
         "generated_at": generated_at or iso_now(),
@@ -138,4 +154,5 @@ def build_proof(
         "manifestURIMatchesOnchain": checks.manifest_ok,
         "status": checks.status,
     }
+    proof["evidence"] = evidence
     return proof

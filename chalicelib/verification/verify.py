@@ -10,11 +10,12 @@ from typing import Any, Callable, NamedTuple
 
 from ..config import Settings
 from ..errors import TransientError
+from ..timefmt import iso_now
 from ..vocabulary import (PROGRESS_MANIFEST, PROGRESS_REGISTRY, PROGRESS_SIGNER, PROGRESS_TX,
                           RPC_ERROR)
-from . import registry
+from . import registration, registry
 from .manifest import Manifest, fetch_manifest
-from .result import Checks, build_proof, build_verify_result, compute_checks
+from .result import Checks, build_proof, build_verify_result, compute_checks, evidence_dict
 from .signature import recover_signer
 
 Progress = Callable[[int], None]
@@ -39,6 +40,8 @@ class _Evidence(NamedTuple):
     recovered: str
     entry: registry.OnchainEntry
     checks: Checks
+    head: registry.PinnedBlock  # the block the entry was read at
+    evidence: dict[str, Any]
     w3: Any
 
 
@@ -47,17 +50,21 @@ def _gather_evidence(
     settings: Settings, progress: Progress | None, resources: ExitStack,
 ) -> _Evidence:
     """Steps shared by verify and proof: check the inputs, then manifest (30), signer (50),
-    registry entry (70) and the checks."""
+    registry entry at the pinned head (70) and the checks. Two RPC round trips: the head with
+    the chain id, then code and entry at that block."""
     file_hash, registry_address = _check_inputs(file_hash, registry_address, rpc_url)
     manifest = fetch_manifest(manifest_uri, settings)
     _report(progress, PROGRESS_MANIFEST)
     recovered = recover_signer(manifest.content_hash, manifest.signature)
     _report(progress, PROGRESS_SIGNER)
     w3 = resources.enter_context(registry.connected(rpc_url, settings))
-    entry = registry.read_entry(w3, registry_address, file_hash)
+    head = registry.pin_block(w3)
+    checked_at = iso_now()
+    entry = registry.read_entry(w3, registry_address, file_hash, head.number)
     _report(progress, PROGRESS_REGISTRY)
     checks = compute_checks(file_hash, manifest, recovered, entry, manifest_uri)
-    return _Evidence(file_hash, registry_address, manifest, recovered, entry, checks, w3)
+    return _Evidence(file_hash, registry_address, manifest, recovered, entry, checks, head,
+                     evidence_dict(head, checked_at), w3)
 
 
 def verify_hash(file_hash: str, manifest_uri: str, registry_address: str, rpc_url: str | None,
@@ -69,7 +76,7 @@ def verify_hash(file_hash: str, manifest_uri: str, registry_address: str, rpc_ur
     """
     with ExitStack() as resources:
         ev = _gather_evidence(file_hash, manifest_uri, registry_address, rpc_url, settings, progress, resources)
-    return build_verify_result(ev.file_hash, ev.recovered, ev.entry, ev.checks)
+    return build_verify_result(ev.file_hash, ev.recovered, ev.entry, ev.checks, ev.evidence)
 
 
 def prove_hash(file_hash: str, file_name: str | None, manifest_uri: str, registry_address: str,
@@ -77,15 +84,17 @@ def prove_hash(file_hash: str, file_name: str | None, manifest_uri: str, registr
     """The proof document for content whose SHA-256 is `file_hash`; see verify_hash."""
     with ExitStack() as resources:
         ev = _gather_evidence(file_hash, manifest_uri, registry_address, rpc_url, settings, progress, resources)
-        chain = registry.chain_id(ev.w3)
-        try:
-            tx = registry.find_registration(ev.w3, ev.registry_address, ev.file_hash, settings)
-        except TransientError as exc:
-            if exc.code != RPC_ERROR:
-                raise  # unreachable endpoint: retry the job
-            # The provider answers but refuses eth_getLogs even for one block (method disabled,
-            # pruned history): the registration tx is best-effort, as in the original proof.
-            tx = None
+        tx = None
+        if ev.entry.registered:  # an unregistered hash has no registration to look for
+            try:
+                tx = registration.find_registration(ev.w3, ev.registry_address, ev.file_hash, settings,
+                                                head=ev.head, registered_at=ev.entry.timestamp)
+            except TransientError as exc:
+                if exc.code != RPC_ERROR:
+                    raise  # unreachable endpoint: retry the job
+                # The provider answers but refuses eth_getLogs even for one block (method
+                # disabled, pruned history): the registration tx is best-effort, as in the
+                # original proof.
     _report(progress, PROGRESS_TX)
     return build_proof(
         file_hash=ev.file_hash,
@@ -93,9 +102,9 @@ def prove_hash(file_hash: str, file_name: str | None, manifest_uri: str, registr
         manifest=ev.manifest,
         manifest_uri=manifest_uri,
         registry_address=ev.registry_address,
-        chain_id=chain,
         entry=ev.entry,
         recovered=ev.recovered,
         checks=ev.checks,
         tx=tx,
+        evidence=ev.evidence,
     )

@@ -12,14 +12,8 @@ from web3.exceptions import ContractLogicError
 from chalicelib.config import Settings
 from chalicelib.errors import PermanentError
 from chalicelib.verification import registry
-from chalicelib.verification.registry import (
-    CONTENT_REGISTERED_TOPIC,
-    ZERO_ADDRESS,
-    OnchainEntry,
-    RegistrationTx,
-    find_registration,
-    read_entry,
-)
+from chalicelib.verification.registration import CONTENT_REGISTERED_TOPIC, RegistrationTx, find_registration
+from chalicelib.verification.registry import ZERO_ADDRESS, OnchainEntry, read_entry
 from devstack.anchoring import new_funded_key, register_content, revoke_content, update_manifest
 from devstack.anvil import REGISTRY_CONTRACTS, Anvil, load_artifact
 

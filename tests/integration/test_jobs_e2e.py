@@ -52,7 +52,7 @@ def test_ok_job_completes_with_result_and_one_history_row(stack, api, anchored, 
     assert job["registryAddress"] == stack.endpoints["registry_address"]
     assert job["rpcUrl"] is None and job["error"] is None and job["retryCount"] == 0
     assert job["result"]["status"] == "OK"
-    assert list(job["result"]) == ["status", "fileHash", "recovered", "onchain", "checks"]  # as API.md shows it
+    assert list(job["result"]) == ["status", "fileHash", "recovered", "onchain", "checks", "evidence"]  # as API.md shows it
     assert job["result"]["recovered"] == item.creator
     for stamp in ("createdAt", "startedAt", "completedAt", "updatedAt"):
         assert job[stamp].endswith("Z"), stamp

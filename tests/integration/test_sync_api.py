@@ -119,7 +119,8 @@ def test_proof_matches_the_original_services_shape(stack, api, anchored):
     item = anchored(data)
     proof = api.post("/api/proof", **form(target(item, stack.endpoints["registry_address"]), data)).json()
 
-    assert list(proof) == [*[k for k in original if k != "verification"], "tx", "verification"]
+    assert list(proof) == [*[k for k in original if k != "verification"], "tx", "verification", "evidence"]
     for section in ("content", "manifest", "onchain", "signature", "verification"):
-        assert set(proof[section]) == set(original[section]), section
+        added = {"revoked"} if section == "onchain" else set()  # additive fields of API.md
+        assert set(proof[section]) == set(original[section]) | added, section
     assert set(proof["network"]) == {"chainId", "name"}

@@ -15,12 +15,14 @@ class LoopbackRpc:
     Each POST is answered with ``answer(method, params)``, a ``(status, payload)`` pair: a dict
     payload is sent as the JSON-RPC response (``jsonrpc`` and the request's ``id`` added), bytes as
     they are. By default the answer is the one set in ``answers[method]``, else a null result.
-    ``calls`` lists the methods asked, in order. A GET goes to ``get(handler)`` (404 here).
+    ``calls`` lists the methods asked, in order (a JSON-RPC batch's one by one), ``round_trips``
+    counts the POSTs. A GET goes to ``get(handler)`` (404 here).
     """
 
     def __init__(self):
         self.answers = {}
         self.calls = []
+        self.round_trips = 0
         rpc = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -28,11 +30,16 @@ class LoopbackRpc:
                 rpc.get(self)
 
             def do_POST(self):
-                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                rpc.calls.append(request["method"])
-                status, payload = rpc.answer(request["method"], request["params"])
-                if isinstance(payload, dict):
-                    payload = json.dumps({"jsonrpc": "2.0", "id": request["id"], **payload}).encode()
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                answers = [rpc.respond(request) for request in (body if isinstance(body, list) else [body])]
+                rpc.round_trips += 1
+                # A batch is answered as a whole: its first non-200 answer stands for all of it.
+                status = next((status for status, _ in answers if status != 200), 200)
+                payloads = [payload for _, payload in answers]
+                if status != 200 or not isinstance(body, list):
+                    payload = next(p for (s, p) in answers if s == status)
+                else:
+                    payload = b"[" + b",".join(payloads) + b"]"
                 send(self, status, payload, "application/json")
 
             def log_message(self, *args):
@@ -41,6 +48,14 @@ class LoopbackRpc:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def respond(self, request):
+        """(status, body bytes) for one JSON-RPC request object."""
+        self.calls.append(request["method"])
+        status, payload = self.answer(request["method"], request["params"])
+        if isinstance(payload, dict):
+            payload = json.dumps({"jsonrpc": "2.0", "id": request["id"], **payload}).encode()
+        return status, payload
 
     def answer(self, method, params):
         return self.answers.get(method, (200, {"result": None}))

@@ -136,11 +136,26 @@ def test_stats_schema(doc: dict) -> None:
 
 def test_result_schemas(doc: dict) -> None:
     verify = _schema(doc, "VerifyResult")
-    assert set(verify["required"]) == {"status", "fileHash", "recovered", "onchain", "checks"}
+    assert set(verify["required"]) == {"status", "fileHash", "recovered", "onchain", "checks", "evidence"}
     proof = _schema(doc, "Proof")
     assert "tx" in proof["properties"] and "tx" not in proof["required"]
     assert set(proof["required"]) == {"version", "generated_at", "network", "registry", "content", "manifest",
-                                      "onchain", "signature", "verification"}
+                                      "onchain", "signature", "verification", "evidence"}
+    assert "revoked" in _schema(doc, "Onchain")["required"]
+    assert set(_schema(doc, "Evidence")["required"]) == {"chainId", "blockNumber", "blockHash", "checkedAt", "cached"}
+
+
+def test_the_results_the_core_builds_match_their_schemas(doc: dict) -> None:
+    from tests.unit.test_verification_result import EVIDENCE, MANIFEST, RegistrationTx, _vector_inputs
+    from chalicelib.verification.result import build_proof, build_verify_result, compute_checks
+    from chalicelib.verification.registry import OnchainEntry
+
+    revoked = OnchainEntry(creator="0x" + "ab" * 20, manifest_uri="", timestamp=1759774786)
+    checks = compute_checks(MANIFEST.content_hash, MANIFEST, revoked.creator, revoked, MANIFEST.uri)
+    _validator(doc, {"$ref": "#/components/schemas/VerifyResult"}).validate(
+        build_verify_result(MANIFEST.content_hash, revoked.creator, revoked, checks, EVIDENCE))
+    proof = build_proof(**_vector_inputs(tx=RegistrationTx(tx_hash="0x" + "cd" * 32, block_number=7)))
+    _validator(doc, {"$ref": "#/components/schemas/Proof"}).validate(proof)
 
 
 def test_error_schema(doc: dict) -> None:

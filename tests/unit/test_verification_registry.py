@@ -13,16 +13,8 @@ from chalicelib.config import Settings
 from chalicelib.errors import PermanentError, TransientError
 from chalicelib.verification import netguard, registry
 from chalicelib.verification.netguard import UrlNotAllowed
-from chalicelib.verification.registry import (
-    CONTENT_REGISTERED_TOPIC,
-    OnchainEntry,
-    RegistrationTx,
-    chain_id,
-    connect,
-    decode_entry,
-    find_registration,
-    read_entry,
-)
+from chalicelib.verification.registration import CONTENT_REGISTERED_TOPIC, RegistrationTx, find_registration
+from chalicelib.verification.registry import OnchainEntry, chain_id, connect, decode_entry, read_entry
 
 CREATOR = "0xA11B0dC0ef5E51b47368a9AF802d97201C0c6F52"
 HASH = "0x0abe8d173cc31e8c4095fdd2576bef72f596f8c804c2623022c7cab5c6b12c8e"

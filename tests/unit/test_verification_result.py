@@ -6,12 +6,14 @@ from pathlib import Path
 import pytest
 
 from chalicelib.verification.manifest import Manifest
-from chalicelib.verification.registry import ZERO_ADDRESS, OnchainEntry, RegistrationTx
+from chalicelib.verification.registration import RegistrationTx
+from chalicelib.verification.registry import ZERO_ADDRESS, OnchainEntry, PinnedBlock
 from chalicelib.verification.result import (
     Checks,
     build_proof,
     build_verify_result,
     compute_checks,
+    evidence_dict,
     iso_now,
     network_name,
 )
@@ -28,6 +30,16 @@ MANIFEST = Manifest(uri=URI, cid=CID, content_hash=HASH, signature=RAW_MANIFEST[
                     creator_did=RAW_MANIFEST["creator_did"], raw=RAW_MANIFEST)
 ENTRY = OnchainEntry(creator=CREATOR, manifest_uri=URI, timestamp=1759774786)
 OTHER = "0x" + "11" * 20
+BLOCK_HASH = "0x" + "cd" * 32
+CHECKED_AT = "2026-12-01T10:00:00.000Z"
+
+
+def evidence(chain_id=84532):
+    return evidence_dict(PinnedBlock(chain_id=chain_id, number=32_000_000, hash=BLOCK_HASH, timestamp=1759774800),
+                         CHECKED_AT)
+
+
+EVIDENCE = evidence()
 
 
 @pytest.mark.parametrize("hash_ok,creator_ok,manifest_ok,status", [
@@ -42,6 +54,19 @@ OTHER = "0x" + "11" * 20
 ])
 def test_status_table(hash_ok, creator_ok, manifest_ok, status):
     assert Checks(hash_ok, creator_ok, manifest_ok).status == status
+    assert Checks(hash_ok, creator_ok, manifest_ok, revoked=True).status == "FAIL"
+
+
+def test_a_registered_entry_with_an_empty_uri_is_revoked():
+    revoked = OnchainEntry(creator=CREATOR, manifest_uri="", timestamp=1759774786)
+    assert revoked.revoked and not ENTRY.revoked
+    assert not OnchainEntry(creator=ZERO_ADDRESS, manifest_uri="", timestamp=0).revoked  # unregistered
+    checks = compute_checks(HASH, MANIFEST, CREATOR, revoked, URI)
+    assert checks == Checks(True, True, False, revoked=True) and checks.status == "FAIL"
+    result = build_verify_result(HASH, CREATOR, revoked, checks, EVIDENCE)
+    assert result["status"] == "FAIL" and result["onchain"]["revoked"] is True
+    proof = build_proof(**_vector_inputs(entry=revoked, checks=checks))
+    assert proof["onchain"]["revoked"] is True and proof["verification"]["status"] == "FAIL"
 
 
 def test_compute_checks_ok_and_case_insensitive_hex():
@@ -63,24 +88,26 @@ def test_unregistered_is_fail_with_zero_creator():
     entry = OnchainEntry(creator=ZERO_ADDRESS, manifest_uri="", timestamp=0)
     checks = compute_checks(HASH, MANIFEST, CREATOR, entry, URI)
     assert checks == Checks(True, False, False) and checks.status == "FAIL"
-    result = build_verify_result(HASH, CREATOR, entry, checks)
+    result = build_verify_result(HASH, CREATOR, entry, checks, EVIDENCE)
     assert result["onchain"] == {"creator": "0x0000000000000000000000000000000000000000",
-                                 "manifestURI": "", "timestamp": 0}
+                                 "manifestURI": "", "timestamp": 0, "revoked": False}
     assert result["status"] == "FAIL"
 
 
 def test_verify_result_shape_and_order():
     checks = compute_checks(HASH, MANIFEST, CREATOR, ENTRY, URI)
-    result = build_verify_result(HASH, CREATOR, ENTRY, checks)
+    result = build_verify_result(HASH, CREATOR, ENTRY, checks, EVIDENCE)
     assert result == {
         "status": "OK",
         "fileHash": HASH,
         "recovered": CREATOR,
-        "onchain": {"creator": CREATOR, "manifestURI": URI, "timestamp": 1759774786},
+        "onchain": {"creator": CREATOR, "manifestURI": URI, "timestamp": 1759774786, "revoked": False},
         "checks": {"manifestHashOk": True, "creatorOk": True, "manifestOk": True},
+        "evidence": {"chainId": 84532, "blockNumber": 32_000_000, "blockHash": BLOCK_HASH,
+                     "checkedAt": CHECKED_AT, "cached": False},
     }
-    assert list(result) == ["status", "fileHash", "recovered", "onchain", "checks"]
-    assert list(result["onchain"]) == ["creator", "manifestURI", "timestamp"]
+    assert list(result) == ["status", "fileHash", "recovered", "onchain", "checks", "evidence"]
+    assert list(result["onchain"]) == ["creator", "manifestURI", "timestamp", "revoked"]
     assert list(result["checks"]) == ["manifestHashOk", "creatorOk", "manifestOk"]
     json.dumps(result)
 
@@ -88,8 +115,8 @@ def test_verify_result_shape_and_order():
 def _vector_inputs(**overrides):
     inputs = dict(
         file_hash=HASH, file_name=PROOF["content"]["file"], manifest=MANIFEST, manifest_uri=URI,
-        registry_address=PROOF["registry"], chain_id=84532, entry=ENTRY, recovered=CREATOR,
-        checks=compute_checks(HASH, MANIFEST, CREATOR, ENTRY, URI), tx=None,
+        registry_address=PROOF["registry"], entry=ENTRY, recovered=CREATOR,
+        checks=compute_checks(HASH, MANIFEST, CREATOR, ENTRY, URI), tx=None, evidence=EVIDENCE,
         generated_at=PROOF["generated_at"],
     )
     inputs.update(overrides)
@@ -99,6 +126,8 @@ def _vector_inputs(**overrides):
 def test_proof_reproduces_the_vector():
     expected = json.loads(json.dumps(PROOF))
     del expected["network"]["rpc"]  # the contract leaves the RPC URL out of the proof
+    expected["onchain"]["revoked"] = False  # the additive fields of the contract
+    expected["evidence"] = EVIDENCE
     proof = build_proof(**_vector_inputs())
     assert proof == expected
     assert json.dumps(proof) == json.dumps(expected)  # same key order too
@@ -110,7 +139,7 @@ def test_proof_with_tx_puts_it_before_verification():
     proof = build_proof(**_vector_inputs(tx=tx))
     assert proof["tx"] == {"txHash": "0x" + "ab" * 32, "blockNumber": 123}
     assert list(proof) == ["version", "generated_at", "network", "registry", "content", "manifest",
-                           "onchain", "signature", "tx", "verification"]
+                           "onchain", "signature", "tx", "verification", "evidence"]
 
 
 def test_proof_warn_and_fail_and_defaults():
@@ -135,7 +164,7 @@ def test_proof_warn_and_fail_and_defaults():
 ])
 def test_network_names(chain, name):
     assert network_name(chain) == name
-    assert build_proof(**_vector_inputs(chain_id=chain))["network"] == {"chainId": chain, "name": name}
+    assert build_proof(**_vector_inputs(evidence=evidence(chain)))["network"] == {"chainId": chain, "name": name}
 
 
 def test_iso_now_format():

@@ -1,6 +1,7 @@
 """verify_hash and prove_hash end to end against a loopback server that is both the manifest
 host (GET) and the JSON-RPC endpoint (POST)."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from eth_abi import encode
 from chalicelib.config import Settings
 from chalicelib.errors import PermanentError, TransientError
 from chalicelib.verification import prove_hash, verify_hash
-from chalicelib.verification.registry import CONTENT_REGISTERED_TOPIC
+from chalicelib.verification.registration import CONTENT_REGISTERED_TOPIC
 from tests.unit.conftest import LoopbackRpc, send
 
 VECTORS = Path(__file__).resolve().parents[1] / "fixtures" / "vectors"
@@ -21,6 +22,22 @@ REGISTRY = PROOF["registry"]
 TS = 1759774786
 TX_HASH = "0x" + "5e" * 32
 CID = PROOF["manifest"]["cid"]
+HEAD = 20_000
+REGISTERED_IN = 4_321  # the block whose timestamp is TS (2 s blocks)
+
+
+def block_hash(number):
+    return "0x" + f"{number:064x}"
+
+
+def evidence_of(result):
+    """The evidence, with checkedAt checked for its format and then left out."""
+    evidence = dict(result["evidence"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", evidence.pop("checkedAt"))
+    return evidence
+
+
+PINNED = {"chainId": 84532, "blockNumber": HEAD, "blockHash": block_hash(HEAD), "cached": False}
 
 
 class Node(LoopbackRpc):
@@ -31,9 +48,10 @@ class Node(LoopbackRpc):
         self.get_paths = []
         self.rpc_methods = self.calls  # the JSON-RPC methods asked, in order
         self.set_entry("A")
-        self.logs_at = [4_321]
+        self.logs_at = [REGISTERED_IN]
         self.logs_answer = None  # (status, payload) to override eth_getLogs
         self.code = "0x6080604052"
+        self.read_at = []  # the block parameters of eth_getCode and eth_call
 
     def get(self, handler):
         self.get_paths.append(handler.path)
@@ -46,11 +64,17 @@ class Node(LoopbackRpc):
         if method == "eth_chainId":
             return 200, {"result": hex(84532)}
         if method == "eth_getCode":
+            self.read_at.append(params[1])
             return 200, {"result": self.code}
         if method == "eth_call":
+            self.read_at.append(params[1])
             return 200, {"result": "0x" + self.entry.hex()}
         if method == "eth_blockNumber":
-            return 200, {"result": hex(20_000)}
+            return 200, {"result": hex(HEAD)}
+        if method == "eth_getBlockByNumber":
+            number = HEAD if params[0] == "latest" else int(params[0], 16)
+            return 200, {"result": {"number": hex(number), "hash": block_hash(number),
+                                    "timestamp": hex(TS + (number - REGISTERED_IN) * 2)}}
         if method == "eth_getLogs":
             if self.logs_answer:
                 return self.logs_answer
@@ -90,13 +114,31 @@ def test_verify_ok(node, settings, layout):
     node.set_entry(layout, uri=uri)
     steps = []
     result = verify_hash(HASH, uri, REGISTRY.lower(), node.url, settings, progress=steps.append)
+    assert evidence_of(result) == PINNED
+    del result["evidence"]
     assert result == {
         "status": "OK", "fileHash": HASH, "recovered": CREATOR,
-        "onchain": {"creator": CREATOR, "manifestURI": uri, "timestamp": TS},
+        "onchain": {"creator": CREATOR, "manifestURI": uri, "timestamp": TS, "revoked": False},
         "checks": {"manifestHashOk": True, "creatorOk": True, "manifestOk": True},
     }
     assert steps == [30, 50, 70]
-    assert node.rpc_methods == ["eth_getCode", "eth_call"]
+    # Two round trips: the head with the chain id, then code and entry at that very block.
+    assert node.rpc_methods == ["eth_chainId", "eth_getBlockByNumber", "eth_getCode", "eth_call"]
+    assert node.round_trips == 2
+    assert node.read_at == [hex(HEAD), hex(HEAD)]
+
+
+@pytest.mark.parametrize("layout", ["A", "B"])
+def test_a_revoked_registration_fails_in_verify_and_proof(node, settings, layout):
+    uri = node.url + "/manifest.json"
+    node.set_entry(layout, uri="")  # what revoke() leaves: creator and timestamp kept
+    result = verify_hash(HASH, uri, REGISTRY, node.url, settings)
+    assert result["status"] == "FAIL"
+    assert result["onchain"] == {"creator": CREATOR, "manifestURI": "", "timestamp": TS, "revoked": True}
+    assert result["checks"] == {"manifestHashOk": True, "creatorOk": True, "manifestOk": False}
+    proof = prove_hash(HASH, "f", uri, REGISTRY, node.url, settings)
+    assert proof["onchain"]["revoked"] is True and proof["verification"]["status"] == "FAIL"
+    assert proof["tx"] == {"txHash": TX_HASH, "blockNumber": REGISTERED_IN}  # still cited
 
 
 def test_verify_warn_when_onchain_uri_differs(node, settings):
@@ -118,7 +160,7 @@ def test_unregistered_content_is_a_fail_result(node, settings):
     result = verify_hash(HASH, node.url + "/manifest.json", REGISTRY, node.url, settings)
     assert result["status"] == "FAIL"
     assert result["onchain"] == {"creator": "0x0000000000000000000000000000000000000000", "manifestURI": "",
-                                 "timestamp": 0}
+                                 "timestamp": 0, "revoked": False}
 
 
 def test_hash_is_normalised_to_lowercase(node, settings):
@@ -132,7 +174,12 @@ def test_proof_has_the_vector_shape_and_the_tx(node, settings):
     steps = []
     proof = prove_hash(HASH, "clip.mp4", uri, REGISTRY.lower(), node.url, settings, progress=steps.append)
     assert steps == [30, 50, 70, 85]
-    assert proof["tx"] == {"txHash": TX_HASH, "blockNumber": 4_321}
+    assert proof["tx"] == {"txHash": TX_HASH, "blockNumber": REGISTERED_IN}
+    assert evidence_of(proof) == PINNED
+    # Found by the block timestamps: one eth_getLogs, over the one block that has the entry's time.
+    assert node.rpc_methods.count("eth_getLogs") == 1
+    assert "eth_blockNumber" not in node.rpc_methods  # the pinned head is the search's top
+    assert len(node.rpc_methods) <= 12
     assert proof["network"] == {"chainId": 84532, "name": "base-sepolia"}
     assert proof["registry"] == REGISTRY  # checksummed
     assert proof["content"] == {"file": "clip.mp4", "hash": HASH}
@@ -145,6 +192,8 @@ def test_proof_has_the_vector_shape_and_the_tx(node, settings):
     expected = shape(PROOF)
     del expected["network"]["rpc"]
     expected["tx"] = {"txHash": None, "blockNumber": None}
+    expected["onchain"]["revoked"] = None
+    expected["evidence"] = {key: None for key in ("chainId", "blockNumber", "blockHash", "checkedAt", "cached")}
     assert shape(proof) == expected
 
 
@@ -152,8 +201,16 @@ def test_proof_without_log_has_no_tx(node, settings):
     node.logs_at = []
     proof = prove_hash(HASH, None, node.url + "/manifest.json", REGISTRY, node.url, settings)
     assert "tx" not in proof
-    # Blocks 10,001-20,000, 1-10,000 and 0 (the lookback reaches below genesis).
-    assert node.rpc_methods.count("eth_getLogs") == 3
+    # The block with the entry's timestamp holds no log, so the bounded scan runs: blocks
+    # 10,001-20,000, 1-10,000 and 0 (the lookback reaches below genesis).
+    assert node.rpc_methods.count("eth_getLogs") == 4
+
+
+def test_proof_of_unregistered_content_looks_for_no_log(node, settings):
+    node.set_entry("A", creator="0x" + "00" * 20, ts=0)
+    proof = prove_hash(HASH, None, node.url + "/manifest.json", REGISTRY, node.url, settings)
+    assert "tx" not in proof and proof["verification"]["status"] == "FAIL"
+    assert node.rpc_methods == ["eth_chainId", "eth_getBlockByNumber", "eth_getCode", "eth_call"]
 
 
 def test_proof_ipfs_manifest_has_its_cid(node, settings):
@@ -161,7 +218,7 @@ def test_proof_ipfs_manifest_has_its_cid(node, settings):
     proof = prove_hash(HASH, "NCyUljOTUW68K1Oe.mp4", f"ipfs://{CID}", REGISTRY, node.url, settings)
     assert node.get_paths == [f"/ipfs/{CID}"]  # through the gateway
     assert proof["manifest"] == {k: PROOF["manifest"][k] for k in ("uri", "cid", "creator_did", "signature")}
-    assert proof["onchain"] == PROOF["onchain"]
+    assert proof["onchain"] == {**PROOF["onchain"], "revoked": False}
     assert proof["signature"] == PROOF["signature"]
     assert proof["verification"] == PROOF["verification"]
 
