@@ -336,8 +336,9 @@ class Lane:
     """A second deployment of infra/template.yaml on the stack's emulator (its own bucket, work
     queue, dead-letter queue and upload-events queue) with its own API and event-source runner,
     sharing the stack's database, chain and IPFS node. Queue figures seen through it (depths,
-    stats, redrive counts) belong to the test that made it alone. Both deployments' sweepers
-    scan the one database, as two deployments on one database would."""
+    stats, redrive counts) belong to the test that made it alone. Its schedules (sweeper,
+    dead-letter reconciler) run only when asked for: they scan the whole shared database, and
+    would re-send other tests' jobs to this lane's queue or forget their files."""
 
     name: str
     api: Api
@@ -360,15 +361,21 @@ class Lane:
         self.runner.start()
 
 
+NO_SCHEDULE_SECONDS = 7 * 24 * 3600  # a lane's schedules, when not asked for, never come round
+
+
 @contextmanager
 def own_lane(stack: Stack, work_dir: Path, visibility_seconds: int = 10, workers: int = 4,
-             env_overrides: dict[str, str] | None = None) -> Iterator[Lane]:
+             schedules: bool = False, env_overrides: dict[str, str] | None = None) -> Iterator[Lane]:
+    """A Lane for as long as the block runs; with `schedules`, keep it to one test."""
     name = f"lane-{uuid.uuid4().hex[:8]}"
     emulator = Emulator(stack.endpoints["backend"], stack.endpoints["aws_endpoint_url"])
     parameters = {**stack.options.template_parameters, "QueueName": name, "DeadLetterQueueName": f"{name}-dlq",
                   "VisibilityTimeoutSeconds": str(visibility_seconds)}
     outputs = emulator.apply_template(parameters, stack_name=name)
     env = {**emulator.app_env(), "RUNNER_WORKERS": str(workers), **(env_overrides or {})}
+    if not schedules:
+        env["SCHEDULE_INTERVAL_SECONDS"] = str(NO_SCHEDULE_SECONDS)
     runner = ManagedProcess(f"runner-{name}", [sys.executable, "-m", "devstack.runner", "--project-dir",
                                                str(PROJECT_ROOT)], {**stack.env, **env}, work_dir, True)
     runner.start()

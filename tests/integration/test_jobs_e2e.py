@@ -248,14 +248,14 @@ def test_worker_killed_mid_job_completes_once_after_redelivery(stack, crash_lane
 
 
 def test_job_of_a_worker_that_dies_on_every_attempt_is_failed_then_redriven_to_completion(
-        stack, crash_lane, anchored, db):
+        stack, anchored, db, tmp_path):
     """Workers killed in every attempt never record a failure; after maxReceiveCount receives
     SQS dead-letters the message and the reconciler fails the job from there, leaving the
     message for a redrive, which then runs the job to completion."""
     data = os.urandom(99)
     item = anchored(data)
     max_receives = 3
-    with manifest_gate(item) as gate:
+    with own_lane(stack, tmp_path, visibility_seconds=3, schedules=True) as crash_lane, manifest_gate(item) as gate:
         job_id = submit(crash_lane.api, stack, item, data, manifest_uri=f"{gate.url}/manifest.json")
         for _ in range(max_receives):
             gate.next_arrival()  # this attempt is inside the job: kill its worker there
@@ -272,9 +272,9 @@ def test_job_of_a_worker_that_dies_on_every_attempt_is_failed_then_redriven_to_c
         moved = crash_lane.api.post("/api/verification-jobs/dead-letter/redrive", headers=ADMIN)
         assert moved.status_code == 200 and moved.json()["moved"] == 1, moved.text
         done = crash_lane.api.wait_for_job(job_id, until=lambda j: j["status"] == "completed")
+        assert crash_lane.dead_letter_depth() == EMPTY_QUEUE
     assert done["result"]["status"] == "WARN" and done["error"] is None
     assert history_rows(db, job_id) == 1
-    assert crash_lane.dead_letter_depth() == EMPTY_QUEUE
 
 
 # --- the retry endpoint ------------------------------------------------------------------
