@@ -24,9 +24,9 @@ from typing import Any
 
 import boto3
 import psycopg
-from psycopg.rows import dict_row
 import pytest
 import requests
+from psycopg.rows import dict_row
 
 from devstack.anchoring import Anchored, anchor, new_funded_key
 from devstack.emulator import Emulator
