@@ -169,6 +169,6 @@ def history_row(job: Job, result: dict[str, Any]) -> dict[str, Any]:
                  "status": result["verification"]["status"], "chain_id": result["network"]["chainId"]}
     else:
         facts = {"file_hash": result["fileHash"], "recovered": result["recovered"],
-                 "status": result["status"], "chain_id": None}
+                 "status": result["status"], "chain_id": result["evidence"]["chainId"]}
     return {**facts, "creator": result["onchain"]["creator"],
             "manifest_uri": job.manifest_uri, "registry_address": job.registry_address}

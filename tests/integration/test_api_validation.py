@@ -9,7 +9,7 @@ import os
 import pytest
 
 from devstack.anchoring import ipfs_add
-from tests.integration.conftest import form
+from tests.integration.conftest import assert_error, form
 
 GOOD_CID = "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH"
 SUBMIT_PATHS = ["/api/verify", "/api/proof", "/api/verification-jobs/verify", "/api/verification-jobs/proof"]
@@ -18,17 +18,6 @@ SUBMIT_PATHS = ["/api/verify", "/api/proof", "/api/verification-jobs/verify", "/
 @pytest.fixture
 def fields(stack):
     return {"registryAddress": stack.endpoints["registry_address"], "manifestURI": f"ipfs://{GOOD_CID}"}
-
-
-def assert_error(response, status: int, code: str, field: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert body["code"] == code
-    assert body["error"]
-    if field:
-        assert body["field"] == field
-    return body
 
 
 @pytest.mark.parametrize("path", SUBMIT_PATHS)
@@ -73,9 +62,23 @@ def test_file_over_inline_cap_is_413_pointing_to_uploads(api, fields, path):
     assert "/api/verification-jobs/uploads" in body["error"]
 
 
-def test_form_urlencoded_is_415(api, fields):
-    response = api.post("/api/verification-jobs/verify", data=fields)
-    assert response.status_code == 415
+@pytest.mark.parametrize("path", SUBMIT_PATHS)
+def test_form_urlencoded_is_415(api, fields, path):
+    body = assert_error(api.post(path, data=fields), 415, "UNSUPPORTED_MEDIA_TYPE")
+    assert "multipart/form-data" in body["error"]
+
+
+@pytest.mark.parametrize("path", ["/api/verify", "/api/proof"])
+def test_sync_endpoints_take_no_json_hash(api, fields, path):
+    body = assert_error(api.post(path, json={**fields, "contentHash": "0x" + "ab" * 32}), 415,
+                        "UNSUPPORTED_MEDIA_TYPE")
+    assert "multipart/form-data" in body["error"]
+
+
+def test_malformed_multipart_is_400(api):
+    response = api.post("/api/verification-jobs/verify", data=b"--x\r\nnot a part",
+                        headers={"content-type": "multipart/form-data"})
+    assert_error(response, 400, "INVALID_MULTIPART")
 
 
 @pytest.mark.parametrize("content_hash", ["0x1234", "ab" * 32, "0x" + "z" * 64])
@@ -84,13 +87,22 @@ def test_bad_content_hash_is_400(api, fields, content_hash):
     assert_error(response, 400, "VALIDATION_ERROR", "contentHash")
 
 
-def test_non_json_body_is_400(api):
-    response = api.post("/api/verification-jobs/verify", data=b"{not json", headers={"content-type": "application/json"})
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"null"])
+def test_non_json_body_is_400(api, raw):
+    response = api.post("/api/verification-jobs/verify", data=raw, headers={"content-type": "application/json"})
     assert_error(response, 400, "INVALID_JSON")
+
+
+def test_missing_fields_of_a_json_submission_are_400(api, fields):
+    for missing in ("registryAddress", "manifestURI", "contentHash"):
+        body = {**fields, "contentHash": "0x" + "ab" * 32}
+        del body[missing]
+        assert_error(api.post("/api/verification-jobs/verify", json=body), 400, "VALIDATION_ERROR", missing)
 
 
 @pytest.mark.parametrize("query,field", [
     ("limit=0", "limit"), ("limit=101", "limit"), ("limit=abc", "limit"), ("offset=-1", "offset"),
+    ("offset=2147483648", "offset"),
     ("status=done", "status"), ("type=hash", "type"),
 ])
 def test_bad_list_query_is_400(api, query, field):
@@ -100,9 +112,8 @@ def test_bad_list_query_is_400(api, query, field):
 
 def test_unknown_or_malformed_job_id_is_404(api):
     for job_id in ("3f1c4a52-0000-4000-8000-000000000000", "not-a-uuid", "1234567890"):
-        response = api.get(f"/api/verification-jobs/{job_id}")
-        assert response.status_code == 404
-        assert response.json()["error"] == "Job not found"
+        body = assert_error(api.get(f"/api/verification-jobs/{job_id}"), 404, "NOT_FOUND")
+        assert body["error"] == "Job not found"
 
 
 def test_api_key_guards_listing_and_admin(api):

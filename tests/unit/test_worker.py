@@ -17,7 +17,9 @@ REGISTRY = "0x" + "ab" * 20
 MANIFEST = "ipfs://bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi/manifest.json"
 HASH = "0x" + "11" * 32
 RESULT = {"status": "OK", "fileHash": HASH, "recovered": "0x" + "cd" * 20,
-          "onchain": {"creator": "0x" + "cd" * 20, "manifestURI": MANIFEST, "timestamp": 1}, "checks": {}}
+          "onchain": {"creator": "0x" + "cd" * 20, "manifestURI": MANIFEST, "timestamp": 1}, "checks": {},
+          "evidence": {"chainId": 31337, "blockNumber": 7, "blockHash": "0x" + "ee" * 32,
+                       "checkedAt": "2026-12-01T00:00:00Z", "cached": False}}
 
 
 @pytest.fixture()
@@ -57,7 +59,7 @@ def test_a_completed_job_consumes_its_message(aws, store, app, verification):
     done = store.get_job(job.id)
     assert done.status == COMPLETED and done.result == RESULT and done.progress == 100
     assert store.history == [{"job_id": job.id, "file_hash": HASH, "recovered": RESULT["recovered"], "status": "OK",
-                              "chain_id": None, "creator": RESULT["onchain"]["creator"],
+                              "chain_id": 31337, "creator": RESULT["onchain"]["creator"],
                               "manifest_uri": MANIFEST, "registry_address": REGISTRY}]
 
 
