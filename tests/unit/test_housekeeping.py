@@ -235,6 +235,7 @@ def test_redriven_jobs_run_again(aws, store, services, serve, monkeypatch):
     dead_letter(aws, [job.id])
     assert housekeeping.redrive_dead_letters(services) == [job.id]
     monkeypatch.setattr(worker, "verify_hash", lambda *args: {"status": "FAIL", "fileHash": "0x", "recovered": "0x",
-                                                              "onchain": {"creator": "0x0"}})
+                                                              "onchain": {"creator": "0x0"},
+                                                              "evidence": {"chainId": 31337}})
     assert invoke_from_queue(aws, aws.queue_url, serve(services).process_verification_job) is True
     assert store.get_job(job.id).status == COMPLETED
