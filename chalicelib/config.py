@@ -74,6 +74,7 @@ class Settings:
     log_scan_block_range: int = 10_000
     http_timeout_seconds: float = 10.0
     manifest_max_bytes: int = MIB
+    result_cache_seconds: float = 60.0  # reuse a completed result this long; 0 turns the cache off
 
     # API.
     api_key: str | None = None
@@ -121,6 +122,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         log_scan_lookback_blocks=_int(env.get("LOG_SCAN_LOOKBACK_BLOCKS"), d.log_scan_lookback_blocks),
         log_scan_block_range=_int(env.get("LOG_SCAN_BLOCK_RANGE"), d.log_scan_block_range),
         http_timeout_seconds=_float(env.get("HTTP_TIMEOUT_SECONDS"), d.http_timeout_seconds),
+        result_cache_seconds=_float(env.get("RESULT_CACHE_SECONDS"), d.result_cache_seconds),
         api_key=_str(env.get("API_KEY")),
         max_inline_upload_bytes=_int(env.get("MAX_INLINE_UPLOAD_BYTES"), d.max_inline_upload_bytes),
         max_upload_bytes=_int(env.get("MAX_UPLOAD_BYTES"), d.max_upload_bytes),

@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.data_classes import SQSEvent, SQSRecord
 from chalicelib.errors import JobError, TransientError
 from chalicelib.jobs import Job
 from chalicelib.queue import MAX_VISIBILITY_SECONDS, job_id_from_body
+from chalicelib.result_cache import cached_verification
 from chalicelib.telemetry import job_finished, logger
 from chalicelib.verification import prove_hash, sha256_stream, verify_hash
 from chalicelib.vocabulary import INTERNAL_ERROR, PROGRESS_HASHED, PROGRESS_PERSISTING, PROOF
@@ -93,12 +94,16 @@ def _execute(services: Services, job: Job) -> dict[str, Any]:
         progress(PROGRESS_HASHED)
     settings = services.settings
     rpc_url = job.rpc_url or settings.rpc_url
-    if job.type == PROOF:
-        result = prove_hash(
-            file_hash, job.file_name or "", job.manifest_uri, job.registry_address, rpc_url, settings, progress
-        )
-    else:
-        result = verify_hash(file_hash, job.manifest_uri, job.registry_address, rpc_url, settings, progress)
+
+    def verify() -> dict[str, Any]:
+        if job.type == PROOF:
+            return prove_hash(
+                file_hash, job.file_name or "", job.manifest_uri, job.registry_address, rpc_url, settings, progress
+            )
+        return verify_hash(file_hash, job.manifest_uri, job.registry_address, rpc_url, settings, progress)
+
+    result = cached_verification(services.store, settings, job.type, file_hash, job.manifest_uri,
+                                 job.registry_address, rpc_url, job.file_name, verify)
     progress(PROGRESS_PERSISTING)
     return result
 

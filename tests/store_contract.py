@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from chalicelib.jobs import CacheKey
 from chalicelib.vocabulary import (
     AWAITING_UPLOAD, COMPLETED, FAILED, JOB_STATUSES, PROCESSING, QUEUED, UPLOAD_EXPIRED,
 )
@@ -86,5 +87,21 @@ def check_requeue_resets(store: Any) -> None:
     assert store.get_job(job_id).last_enqueued_at is not None  # a redrive counts as a send
 
 
+def check_result_cache(store: Any) -> None:
+    """A stored result comes back for its own key only, while it is young enough; a second store
+    replaces the first."""
+    key = CacheKey("verify", 31337, REGISTRY, HASH, MANIFEST, "http://127.0.0.1:8545")
+    assert store.cached_result(key, 60) is None
+    store.store_result(key, {"status": "OK", "evidence": {"cached": False}})
+    assert store.cached_result(key, 60) == {"status": "OK", "evidence": {"cached": False}}
+    for other in (key._replace(kind="proof"), key._replace(chain_id=1), key._replace(manifest_uri=MANIFEST + "x"),
+                  key._replace(registry_address="0x" + "cd" * 20), key._replace(content_hash="0x" + "22" * 32),
+                  key._replace(rpc_url="http://127.0.0.1:9")):
+        assert store.cached_result(other, 60) is None, other
+    store.store_result(key, {"status": "WARN"})
+    assert store.cached_result(key, 60) == {"status": "WARN"}
+    assert store.cached_result(key, 0) is None  # older than no time at all
+
+
 CHECKS = [check_transitions, check_first_failure_and_late_results, check_expired_uploads_revive,
-          check_requeue_resets]
+          check_requeue_resets, check_result_cache]

@@ -19,6 +19,7 @@ from chalicelib.api.answers import answered, json_response, require_api_key, ver
 from chalicelib.dispatch import enqueue_job
 from chalicelib.errors import ApiError, JobError
 from chalicelib.jobs import job_to_api, new_job_id
+from chalicelib.result_cache import cached_verification
 from chalicelib.telemetry import logger
 from chalicelib.timefmt import iso8601
 from chalicelib.verification import prove_hash, sha256_stream, verify_hash
@@ -47,10 +48,15 @@ def _verify_now(services: Services, job_type: str, submission: forms.Submission)
     else:
         file_hash, file_name = submission.content_hash, None
     rpc_url = target.rpc_url or settings.rpc_url
-    try:
+
+    def verify() -> dict[str, Any]:
         if job_type == PROOF:
             return prove_hash(file_hash, file_name or "", target.manifest_uri, target.registry_address, rpc_url, settings)
         return verify_hash(file_hash, target.manifest_uri, target.registry_address, rpc_url, settings)
+
+    try:
+        return cached_verification(services.store, settings, job_type, file_hash, target.manifest_uri,
+                                   target.registry_address, rpc_url, file_name, verify)
     except JobError as exc:
         raise verification_failed(exc) from exc
 

@@ -1,5 +1,7 @@
-"""The verification job: its record (`record`), and its store in PostgreSQL (`store`)."""
+"""The verification job: its record (`record`), and its store in PostgreSQL (`store`, with the
+result cache's statements in `cache`)."""
+from chalicelib.jobs.cache import CacheKey
 from chalicelib.jobs.record import Job, iso_utc, job_to_api, new_job_id, parse_job_id
 from chalicelib.jobs.store import JobStore
 
-__all__ = ["Job", "JobStore", "iso_utc", "job_to_api", "new_job_id", "parse_job_id"]
+__all__ = ["CacheKey", "Job", "JobStore", "iso_utc", "job_to_api", "new_job_id", "parse_job_id"]

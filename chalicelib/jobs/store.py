@@ -26,6 +26,7 @@ from typing import Any, Iterable, Mapping
 
 from psycopg.types.json import Json
 
+from chalicelib.jobs.cache import ResultCacheStatements
 from chalicelib.jobs.record import Job, new_job_id, parse_job_id
 from chalicelib.jobs.retention import RetentionStatements
 from chalicelib.jobs.statements import COLUMNS
@@ -58,8 +59,9 @@ _COMPLETE = f"""WITH done AS (
    SELECT count(*) AS n FROM done"""
 
 
-class JobStore(RetentionStatements):
-    """The lifecycle statements; the housekeeping ones come from RetentionStatements."""
+class JobStore(RetentionStatements, ResultCacheStatements):
+    """The lifecycle statements; the housekeeping ones come from RetentionStatements, the result
+    cache's from ResultCacheStatements."""
 
     def create_job(
         self, *, job_type: str, status: str, manifest_uri: str, registry_address: str,

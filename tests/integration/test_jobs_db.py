@@ -586,6 +586,7 @@ def test_check_constraints_allow_exactly_the_vocabulary(pg):
     assert _check_values(pg, "verification_jobs", "status") == set(vocabulary.JOB_STATUSES)
     assert _check_values(pg, "verification_jobs", "type") == set(vocabulary.JOB_TYPES)
     assert _check_values(pg, "verifications", "status") == set(vocabulary.VERDICTS)
+    assert _check_values(pg, "result_cache", "kind") == set(vocabulary.JOB_TYPES)
 
 
 # --- the rules the unit tests' fake store keeps too ------------------------------------------

@@ -151,7 +151,9 @@ def aws(aws_clients):
 
 def make_settings(aws: Aws, **overrides: str):
     env = {"UPLOAD_BUCKET": aws.bucket, "QUEUE_URL": aws.queue_url, "DEAD_LETTER_QUEUE_URL": aws.dlq_url,
-           "RPC_URL": "http://127.0.0.1:8545", "API_KEY": API_KEY, **overrides}
+           "RPC_URL": "http://127.0.0.1:8545", "API_KEY": API_KEY,
+           "RESULT_CACHE_SECONDS": "0",  # on only in the cache's own tests (tests/unit/test_result_cache.py)
+           **overrides}
     return load_settings({k: v for k, v in env.items() if v is not None})
 
 

@@ -1,15 +1,16 @@
 """An in-memory job store with the JobStore's methods and transition rules, for unit tests of
 the rooms around it. The SQL itself is tested on real PostgreSQL in
 tests/integration/test_jobs_db.py; this fake does not model concurrency or retention by the clock
-beyond what those unit tests set up, and knows nothing of the history table but a list."""
+beyond what those unit tests set up, and knows nothing of the history table but a list, nor of the result cache but a dict."""
 from __future__ import annotations
 
+import json
 from dataclasses import fields, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 from chalicelib.errors import TransientError
-from chalicelib.jobs import Job, new_job_id, parse_job_id
+from chalicelib.jobs import CacheKey, Job, new_job_id, parse_job_id
 from chalicelib.vocabulary import (
     AWAITING_UPLOAD, COMPLETED, DATABASE_UNAVAILABLE, FAILED, FINISHED_STATUSES, PROCESSING, QUEUED,
     UNFINISHED_STATUSES, UPLOAD_EXPIRED,
@@ -24,11 +25,12 @@ class FakeStore:
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
         self.history: list[dict[str, Any]] = []
+        self.cache: dict[CacheKey, tuple[dict[str, Any], datetime]] = {}  # key -> (result, checked at)
         self.down = False  # every call raises DATABASE_UNAVAILABLE, as an outage would
 
     def __getattribute__(self, name: str) -> Any:
         value = object.__getattribute__(self, name)
-        if name.startswith("_") or name in ("jobs", "history", "down", "put") or not callable(value):
+        if name.startswith("_") or name in ("jobs", "history", "cache", "down", "put") or not callable(value):
             return value
 
         def call(*args: Any, **kwargs: Any) -> Any:
@@ -149,3 +151,11 @@ class FakeStore:
         for job_id in gone:
             del self.jobs[job_id]
         return len(gone)
+
+    def cached_result(self, key: CacheKey, max_age_seconds: float) -> dict[str, Any] | None:
+        result, checked_at = self.cache.get(key, (None, None))
+        fresh = checked_at is not None and checked_at > now() - timedelta(seconds=max_age_seconds)
+        return json.loads(json.dumps(result)) if fresh else None  # a copy, as a database row is
+
+    def store_result(self, key: CacheKey, result: dict[str, Any]) -> None:
+        self.cache[key] = (json.loads(json.dumps(result)), now())
