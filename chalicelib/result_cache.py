@@ -1,9 +1,10 @@
 """The shared result cache around the verification core, for the worker and the sync endpoints.
 
 A completed result (OK/WARN/FAIL) of the same kind, chain, registry, content hash and manifest
-URI, read through the same RPC URL, checked less than RESULT_CACHE_SECONDS ago is reused: no RPC and no gateway call, the stored
-result with `evidence.cached: true` and its original `evidence.checkedAt`. The price: a revoke or
-a manifest update becomes visible only when the entry expires. Errors are never cached.
+URI, read through the same RPC URL, checked less than RESULT_CACHE_SECONDS ago is reused: no RPC
+and no gateway call, the stored result with `evidence.cached: true` and its original
+`evidence.checkedAt` and block. The price: a revoke or a manifest update becomes visible only when
+the entry expires. Errors are never cached (the core raises them).
 
 The key needs the chain id; it is asked of the node once per RPC URL per process (a chain's id
 does not change). The cache is an optimisation: a database that cannot be reached for it, or

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from chalicelib import result_cache, worker
-from chalicelib.errors import PermanentError
+from chalicelib.errors import PermanentError, TransientError
 from chalicelib.vocabulary import COMPLETED, FAILED, QUEUED
 
 from tests.unit.conftest import LoopbackRpc, invoke_from_queue, make_settings
@@ -150,8 +150,6 @@ def test_a_verify_result_is_not_served_as_a_proof_and_a_cached_proof_names_its_o
 
 
 def test_an_unreachable_cache_means_a_fresh_verification(aws, store, services, serve, rpc, core, monkeypatch):
-    from chalicelib.errors import TransientError
-
     def down(*args):
         raise TransientError("Database unavailable", "DATABASE_UNAVAILABLE")
     monkeypatch.setattr(store, "cached_result", down)
