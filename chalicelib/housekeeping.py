@@ -71,10 +71,12 @@ class SweepReport:
     objects_deleted: int = 0
     objects_kept: int = 0  # their delete failed; the next sweep tries again
     jobs_removed: int = 0
+    cached_results_removed: int = 0  # result cache entries past RESULT_CACHE_SECONDS
 
 
 def sweep(services: Services) -> SweepReport:
-    """Re-send stuck jobs, expire uploads that never came, delete old objects and jobs."""
+    """Re-send stuck jobs, expire uploads that never came, delete old objects, jobs and cached
+    results."""
     store, settings, report = services.store, services.settings, SweepReport()
     for job in store.jobs_to_resend(settings.stuck_queued_seconds):
         report.resent += enqueue_job(services, job.id)
@@ -92,6 +94,8 @@ def sweep(services: Services) -> SweepReport:
         store.clear_object_key(job.id)
         report.objects_deleted += 1
     report.jobs_removed = store.delete_old_jobs(settings.completed_retention_days, settings.failed_retention_days)
+    if settings.result_cache_seconds > 0:  # with the cache off nothing is written, so nothing to sweep
+        report.cached_results_removed = store.delete_stale_results(settings.result_cache_seconds)
     if report != SweepReport():
         logger.info("sweep done", extra=asdict(report))
     return report

@@ -101,6 +101,10 @@ def check_result_cache(store: Any) -> None:
     store.store_result(key, {"status": "WARN"})
     assert store.cached_result(key, 60) == {"status": "WARN"}
     assert store.cached_result(key, 0) is None  # older than no time at all
+    other = key._replace(content_hash="0x" + "33" * 32)
+    store.store_result(other, {"status": "FAIL"})
+    assert store.delete_stale_results(3600) == 0  # both younger than an hour
+    assert store.delete_stale_results(0) == 2 and store.cached_result(key, 60) is None
 
 
 CHECKS = [check_transitions, check_first_failure_and_late_results, check_expired_uploads_revive,

@@ -1,4 +1,5 @@
-"""The result cache's two statements: a lookup of a fresh entry and the upsert after a miss.
+"""The result cache's statements: a lookup of a fresh entry, the upsert after a miss, and the
+sweep's removal of stale entries.
 Apart from the lifecycle (`store.py`) so that each file reads as one topic; the rule of when to
 use them lives in `chalicelib/result_cache.py`."""
 from __future__ import annotations
@@ -47,3 +48,13 @@ class ResultCacheStatements(Statements):
                     DO UPDATE SET result = EXCLUDED.result, checked_at = EXCLUDED.checked_at""",
                 {**key._asdict(), "result": Json(dict(result))},
             )
+
+    def delete_stale_results(self, max_age_seconds: float, limit: int = 10_000) -> int:
+        """Delete entries checked `max_age_seconds` ago or earlier (no lookup would use them);
+        the sweep runs it so that the table holds only the keys of the last window."""
+        return self._changed(
+            """DELETE FROM result_cache
+                WHERE ctid IN (SELECT ctid FROM result_cache
+                                WHERE checked_at <= now() - make_interval(secs => %(age)s) LIMIT %(limit)s)""",
+            {"age": float(max_age_seconds), "limit": limit},
+        )

@@ -159,3 +159,10 @@ class FakeStore:
 
     def store_result(self, key: CacheKey, result: dict[str, Any]) -> None:
         self.cache[key] = (json.loads(json.dumps(result)), now())
+
+    def delete_stale_results(self, max_age_seconds: float, limit: int = 10_000) -> int:
+        stale = [key for key, (_, checked_at) in self.cache.items()
+                 if checked_at <= now() - timedelta(seconds=max_age_seconds)][:limit]
+        for key in stale:
+            del self.cache[key]
+        return len(stale)

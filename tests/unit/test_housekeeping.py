@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 from chalicelib import housekeeping
 from chalicelib.errors import TransientError
 from chalicelib.housekeeping import ENQUEUE_RECORD_LAG
+from chalicelib.jobs import CacheKey
 from chalicelib.vocabulary import (
     AWAITING_UPLOAD, COMPLETED, DEAD_LETTERED, FAILED, PROCESSING, QUEUED, UPLOAD_EXPIRED,
 )
@@ -122,6 +123,16 @@ def test_sweep_resends_expires_and_deletes(aws, store, services):
     assert store.get_job(done.id).object_key is None
     keys = [o["Key"] for o in aws.s3.list_objects_v2(Bucket=aws.bucket).get("Contents", [])]
     assert keys == ["inline/failed"]  # a failed job keeps its file for a retry
+
+
+def test_sweep_removes_cached_results_past_the_window(store, services):
+    services = dataclasses.replace(services, settings=dataclasses.replace(services.settings, result_cache_seconds=60))
+    stale, young = (CacheKey("verify", 31337, "0x" + "ab" * 20, "0x" + h * 32, "ipfs://x", "http://n") for h in "12")
+    store.store_result(stale, {"status": "OK"})
+    store.store_result(young, {"status": "OK"})
+    store.cache[stale] = (store.cache[stale][0], LONG_AGO)
+    assert housekeeping.sweep(services).cached_results_removed == 1
+    assert list(store.cache) == [young]
 
 
 def test_sweep_goes_on_after_one_delete_error(aws, store, services):
