@@ -65,6 +65,8 @@ def test_a_repeated_verification_reuses_the_stored_result_without_rpc_calls(stac
         assert result == {**fresh, "evidence": {**fresh["evidence"], "cached": True}}
     assert second["jobId"] != first["jobId"]
     assert (history_rows(db, first["jobId"]), history_rows(db, second["jobId"])) == (1, 1)
+    stored = db.execute("SELECT count(*) FROM result_cache WHERE content_hash = %s", (item.content_hash.lower(),))
+    assert stored.fetchone()[0] == 1
 
 
 def test_with_the_cache_off_every_verification_reads_the_chain(stack, api, proxy, anchored, db):
@@ -76,3 +78,5 @@ def test_with_the_cache_off_every_verification_reads_the_chain(stack, api, proxy
     again = verify_job(api, target, data)
     assert proxy.counts.calls > 0 and again["result"]["evidence"]["cached"] is False
     assert history_rows(db, again["jobId"]) == 1
+    stored = db.execute("SELECT count(*) FROM result_cache WHERE content_hash = %s", (item.content_hash.lower(),))
+    assert stored.fetchone()[0] == 0  # off means nothing written either
