@@ -66,7 +66,7 @@ class Stack:
             log.info("services up in %.1fs", time.monotonic() - started)
             port = int(self.endpoints["api_url"].rsplit(":", 1)[1])
             self.api = ManagedProcess("api", self.api_argv(port), self.env, logs, opts.quiet)
-            self.runner = ManagedProcess("runner", self._runner_argv(), self.env, logs, opts.quiet)
+            self.runner = ManagedProcess("runner", self.runner_argv(), self.env, logs, opts.quiet)
             self.api.start()
             self._wait_for_api()
             # After the API is up: the two would only share the two cores importing the app.
@@ -153,7 +153,9 @@ class Stack:
         chalice = str(Path(sys.executable).parent / "chalice")
         return [chalice, "local", "--host", "127.0.0.1", "--port", str(port), "--stage", "local", "--no-autoreload"]
 
-    def _runner_argv(self) -> list[str]:
+    @staticmethod
+    def runner_argv() -> list[str]:
+        """The event-source runner for this project, with the settings of its environment."""
         return [sys.executable, "-m", "devstack.runner", "--project-dir", str(PROJECT_ROOT)]
 
     def _wait_for_api(self, timeout: float = 60.0) -> None:

@@ -10,7 +10,6 @@ import json
 import os
 import queue
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -30,7 +29,8 @@ from psycopg.rows import dict_row
 
 from devstack.anchoring import Anchored, anchor, new_funded_key
 from devstack.emulator import Emulator
-from devstack.stack import PROJECT_ROOT, ManagedProcess, Stack, StackOptions, free_port
+from devstack.process import PortReservation
+from devstack.stack import ManagedProcess, Stack, StackOptions
 
 API_KEY = "test-api-key"
 FAST_SETTINGS = {
@@ -152,7 +152,8 @@ def db(stack: Stack) -> Iterator[psycopg.Connection]:
 def extra_api(stack: Stack, env_overrides: dict[str, str | None], work_dir: Path) -> Iterator[Api]:
     """A second `chalice local` on the same services with other settings (None removes one)."""
     env = {k: v for k, v in {**stack.env, **env_overrides}.items() if v is not None}
-    port = free_port()
+    reservation = PortReservation()  # held until the process ends, so no one takes the port first
+    port = reservation.port
     process = ManagedProcess(f"api-{port}", stack.api_argv(port), env, work_dir, True)
     process.start()
     try:
@@ -164,6 +165,7 @@ def extra_api(stack: Stack, env_overrides: dict[str, str | None], work_dir: Path
         yield extra
     finally:
         process.stop()
+        reservation.close()
 
 
 def _answers(url: str) -> bool:
@@ -360,8 +362,7 @@ class Lane:
         self.sqs.send_message(QueueUrl=self.outputs["QueueUrl"], MessageBody=json.dumps({"jobId": job_id}))
 
     def restart_runner(self) -> None:
-        self.runner.stop()
-        self.runner.start()
+        self.runner.restart()
 
 
 NO_SCHEDULE_SECONDS = 7 * 24 * 3600  # a lane's schedules, when not asked for, never come round
@@ -379,8 +380,7 @@ def own_lane(stack: Stack, work_dir: Path, visibility_seconds: int = 10, workers
     env = {**emulator.app_env(), "RUNNER_WORKERS": str(workers), **(env_overrides or {})}
     if not schedules:
         env["SCHEDULE_INTERVAL_SECONDS"] = str(NO_SCHEDULE_SECONDS)
-    runner = ManagedProcess(f"runner-{name}", [sys.executable, "-m", "devstack.runner", "--project-dir",
-                                               str(PROJECT_ROOT)], {**stack.env, **env}, work_dir, True)
+    runner = ManagedProcess(f"runner-{name}", Stack.runner_argv(), {**stack.env, **env}, work_dir, True)
     runner.start()
     try:
         with extra_api(stack, env, work_dir) as lane_api:
