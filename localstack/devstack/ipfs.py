@@ -202,6 +202,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError as exc:
             self._send(400, f"failed to resolve {path}: {exc}\n".encode())
             return
+        self.node.count_gateway_read()
         data = self.node.get(cid)
         if data is None or subpath:
             self._send(404, f"ipfs resolve -r {path}: not found\n".encode())
@@ -217,6 +218,7 @@ class DevIpfsNode:
         self.verbose = verbose
         self._lock = threading.Lock()
         self._files: dict[tuple[str, bytes], bytes] = {}
+        self.gateway_reads = 0  # gateway GETs answered since start: benchmarks count calls per job
         self._server: ThreadingHTTPServer | None = None
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -249,6 +251,10 @@ class DevIpfsNode:
 
     def add(self, data: bytes, cid_version: int = 0) -> str:
         return self.add_file(data, cid_version).cid
+
+    def count_gateway_read(self) -> None:
+        with self._lock:
+            self.gateway_reads += 1
 
     def get(self, cid: Cid | str) -> bytes | None:
         key = content_key(parse_cid(cid) if isinstance(cid, str) else cid)

@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from devstack.ipfs import DevIpfsNode
 from devstack.stack import PROJECT_ROOT, Stack, StackOptions
 
 ENDPOINTS_FILE = PROJECT_ROOT / ".stack" / "endpoints.json"
@@ -47,6 +48,7 @@ class BenchStack:
     # name -> root pid; CPU time is summed over each root's process tree.
     processes: dict[str, int] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    ipfs: DevIpfsNode | None = None  # our own stack's IPFS node (it counts gateway reads); None attached
 
     @property
     def api_url(self) -> str:
@@ -95,7 +97,7 @@ def bench_stack(*, attach: bool, workers: int, backend: str = "moto", api_key: s
             processes["postgres"] = stack.postgres.pid
         yield BenchStack(
             endpoints=stack.endpoints, attached=False, workers=workers, runner_pid=stack.runner.proc.pid,
-            runner_log=work_dir / "logs" / "runner.log", processes=processes, env=stack.env,
+            runner_log=work_dir / "logs" / "runner.log", processes=processes, env=stack.env, ipfs=stack.ipfs,
         )
     finally:
         stack.stop()

@@ -1,6 +1,6 @@
 """Throughput of the verification pipeline against the same work done in-process.
 
-    python -m tests.bench.bench_pipeline [--jobs 200] [--concurrency 8] [--workers 4] [--attach]
+    python -m tests.bench.bench_pipeline [--jobs 200] [--concurrency 8] [--workers 4] [--cache both|on|off] [--attach]
 
 1. Anchors a few distinct small files on the stack's dev chain and IPFS node.
 2. Submits N verify jobs through the HTTP API (multipart, file inline) from C client threads,
@@ -15,6 +15,13 @@
 
 Every job must finish `completed` with result status OK; anything else ends the run with
 exit status 1. Figures go to stdout, progress to stderr. No timing is asserted.
+
+The whole run is made twice by default (`--cache both`), on two fresh stacks: with the result
+cache off (`RESULT_CACHE_SECONDS=0`), then on (60 s, the default). The jobs cycle through a few
+files, so with the cache on most of them are repeats. Every job names a counting JSON-RPC proxy
+in front of the dev chain as its `rpcUrl`, and the dev IPFS node counts its gateway reads, so each
+round prints the RPC calls and gateway reads per job; the in-process verifier goes through the
+same proxy (it never uses the cache: it is the verification core alone).
 """
 from __future__ import annotations
 
@@ -43,6 +50,7 @@ from devstack.stack import PROJECT_ROOT
 from internetid_cli.api import ApiClient, Target
 from internetid_cli.config import content_type_for
 
+from tests.integration.deepchain import DeepChainProxy
 from tests.bench._common import (
     add_stack_arguments,
     BenchStack, alive, bench_stack, cpu_seconds, load_line, parse_time, percentile, runner_log_records, say, spread,
@@ -59,12 +67,44 @@ class Item:
     anchored: Anchored
 
 
+CACHE_SECONDS = {"off": "0", "on": "60"}
+
+
+@dataclass(frozen=True)
+class Calls:
+    """What a run asked of the chain and the IPFS gateway."""
+
+    rpc: int  # JSON-RPC requests (batch members one by one)
+    rpc_round_trips: int  # HTTP requests to the RPC node
+    gateway: int | None  # gateway reads; None when the IPFS node is not ours (attached)
+
+
+class CallCounter:
+    """Counts the calls of one run: the RPC proxy's, and the dev IPFS node's gateway reads."""
+
+    def __init__(self, stack: BenchStack, proxy: DeepChainProxy) -> None:
+        self.stack, self.proxy = stack, proxy
+        self._gateway_before = 0
+
+    def start(self) -> None:
+        self.proxy.reset()
+        self._gateway_before = self.stack.ipfs.gateway_reads if self.stack.ipfs else 0
+
+    def read(self) -> Calls:
+        counts = self.proxy.counts
+        gateway = self.stack.ipfs.gateway_reads - self._gateway_before if self.stack.ipfs else None
+        return Calls(counts.calls, counts.round_trips, gateway)
+
+
 @dataclass
 class Round:
+    cache: str
     wall: float
     pipeline_jobs_per_s: float
     inprocess_jobs_per_s: float
     bench_process_jobs_per_s: float
+    calls: Calls
+    jobs: int
 
     @property
     def ratio(self) -> float:
@@ -89,7 +129,7 @@ def make_items(stack: BenchStack, directory: Path, count: int, size: int) -> lis
 # --- the pipeline ----------------------------------------------------------------------------
 
 def submit_all(stack: BenchStack, items: list[Item], jobs: int, concurrency: int,
-               api_key: str | None) -> tuple[list[str], list[float]]:
+               api_key: str | None, rpc_url: str) -> tuple[list[str], list[float]]:
     """Submit `jobs` verify jobs from `concurrency` threads; job ids and per-request latencies (s)."""
     local = threading.local()
     registry = stack.endpoints["registry_address"]
@@ -99,7 +139,7 @@ def submit_all(stack: BenchStack, items: list[Item], jobs: int, concurrency: int
         if client is None:
             client = local.client = ApiClient(stack.api_url, api_key=api_key)
         item = items[i % len(items)]
-        target = Target(registry_address=registry, manifest_uri=item.anchored.manifest_uri)
+        target = Target(registry_address=registry, manifest_uri=item.anchored.manifest_uri, rpc_url=rpc_url)
         started = time.perf_counter()
         submitted = client.submit_inline("verify", item.path, target, content_type_for(item.path.name))
         elapsed = time.perf_counter() - started
@@ -145,16 +185,18 @@ def wait_for_jobs(stack: BenchStack, job_ids: list[str], since: datetime, api_ke
     return done
 
 
-def run_pipeline(stack: BenchStack, items: list[Item], args: argparse.Namespace) -> dict[str, Any]:
+def run_pipeline(stack: BenchStack, items: list[Item], args: argparse.Namespace, counter: CallCounter) -> dict[str, Any]:
     since = datetime.now(timezone.utc) - timedelta(seconds=5)
+    counter.start()
     cpu_before = cpu_seconds(stack.processes)
     started = time.monotonic()
-    job_ids, enqueue = submit_all(stack, items, args.jobs, args.concurrency, args.api_key)
+    job_ids, enqueue = submit_all(stack, items, args.jobs, args.concurrency, args.api_key, counter.proxy.url)
     enqueue_wall = time.monotonic() - started
     say(f"  {len(job_ids)} jobs submitted in {enqueue_wall:.1f}s; waiting for them…")
     jobs = wait_for_jobs(stack, job_ids, since, args.api_key, args.poll_interval, args.timeout)
     wall = time.monotonic() - started
     cpu_after = cpu_seconds(stack.processes)
+    calls = counter.read()
 
     ordered = [jobs[j] for j in job_ids]
     created = [parse_time(j["createdAt"]) for j in ordered]
@@ -176,7 +218,8 @@ def run_pipeline(stack: BenchStack, items: list[Item], args: argparse.Namespace)
         "wall": wall, "enqueue_wall": enqueue_wall, "span": span, "jobs_per_s": len(job_ids) / span,
         "enqueue": enqueue, "completion": completion, "waits": waits, "service": service,
         "statuses": statuses, "failed": failed, "retried": sum(1 for j in ordered if j.get("retryCount")),
-        "hashed": hashed, "executed": executed,
+        "hashed": hashed, "executed": executed, "calls": calls,
+        "cached": sum(1 for j in ordered if ((j.get("result") or {}).get("evidence") or {}).get("cached")),
         "cpu": {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after},
     }
 
@@ -187,10 +230,10 @@ VERIFIER = "in-process verifier (own process)"
 MARKER = "BENCH-VERIFIER "
 
 
-def verify_spec(stack: BenchStack, items: list[Item]) -> dict[str, Any]:
+def verify_spec(stack: BenchStack, items: list[Item], rpc_url: str) -> dict[str, Any]:
     endpoints = stack.endpoints
     return {
-        "rpc_url": endpoints["rpc_url"], "ipfs_gateway_url": endpoints["ipfs_gateway_url"],
+        "rpc_url": rpc_url, "ipfs_gateway_url": endpoints["ipfs_gateway_url"],
         "registry": endpoints["registry_address"],
         "items": [[str(item.path), item.anchored.manifest_uri] for item in items],
     }
@@ -215,10 +258,11 @@ def verify_many(spec: dict[str, Any], jobs: int, concurrency: int) -> Counter:
         return Counter(pool.map(verify, range(jobs)))
 
 
-def run_in_own_process(stack: BenchStack, items: list[Item], jobs: int, concurrency: int) -> dict[str, Any]:
+def run_in_own_process(stack: BenchStack, items: list[Item], jobs: int, concurrency: int,
+                       counter: CallCounter) -> dict[str, Any]:
     """The verifications in a fresh process of their own, as a Lambda would run them: its GIL is
     not shared with the dev IPFS node (which lives in this process)."""
-    spec = {**verify_spec(stack, items), "jobs": jobs, "concurrency": concurrency}
+    spec = {**verify_spec(stack, items, counter.proxy.url), "jobs": jobs, "concurrency": concurrency}
     child = subprocess.Popen([sys.executable, "-m", "tests.bench.bench_pipeline", "--verifier"],
                              cwd=PROJECT_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -227,16 +271,18 @@ def run_in_own_process(stack: BenchStack, items: list[Item], jobs: int, concurre
         if _protocol_line(child) != "ready":  # imported, and warmed up with `concurrency` verifications
             raise SystemExit("the in-process verifier did not start")
         processes = {**stack.processes, VERIFIER: child.pid}
+        counter.start()
         cpu_before = cpu_seconds(processes)
         child.stdin.write("go\n")
         child.stdin.flush()
         outcome = json.loads(_protocol_line(child))
         cpu_after = cpu_seconds(processes)  # the child waits for us before it exits
+        calls = counter.read()
     finally:
         child.stdin.close()
         child.wait(timeout=60)
     return {"wall": outcome["wall"], "jobs_per_s": jobs / outcome["wall"], "statuses": Counter(outcome["statuses"]),
-            "cpu": {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}}
+            "calls": calls, "cpu": {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}}
 
 
 def _protocol_line(child: subprocess.Popen) -> str:
@@ -260,10 +306,11 @@ def verifier_main() -> int:
     return 0
 
 
-def run_in_bench_process(stack: BenchStack, items: list[Item], jobs: int, concurrency: int) -> dict[str, Any]:
+def run_in_bench_process(stack: BenchStack, items: list[Item], jobs: int, concurrency: int,
+                         rpc_url: str) -> dict[str, Any]:
     """The verifications on threads of this process (which also serves the IPFS node of our own
     stack: they share one GIL)."""
-    spec = verify_spec(stack, items)
+    spec = verify_spec(stack, items, rpc_url)
     cpu_before = cpu_seconds(stack.processes)
     started = time.monotonic()
     statuses = verify_many(spec, jobs, concurrency)
@@ -288,10 +335,16 @@ def print_cpu(cpu: dict[str, float], wall: float, jobs: int) -> None:
           f"   (of {100 * (os.cpu_count() or 1)}%)")
 
 
-def print_round(number: int, stack: BenchStack, args: argparse.Namespace,
+def print_calls(calls: Calls, jobs: int) -> None:
+    gateway = f"{calls.gateway / jobs:.2f}" if calls.gateway is not None else "not counted (attached stack)"
+    print(f"  RPC calls per job         {calls.rpc / jobs:.2f} ({calls.rpc_round_trips / jobs:.2f} HTTP round trips)")
+    print(f"  gateway reads per job     {gateway}")
+
+
+def print_round(number: int, stack: BenchStack, args: argparse.Namespace, cache: str, app_env: dict[str, str],
                 pipe: dict[str, Any], inproc: dict[str, Any], here: dict[str, Any]) -> None:
-    settings = "".join(f", {item}" for item in args.app_env)
-    print(f"\n=== round {number}: {args.jobs} jobs, {args.concurrency} client threads, "
+    settings = "".join(f", {name}={value}" for name, value in sorted(app_env.items()))
+    print(f"\n=== round {number}, cache {cache}: {args.jobs} jobs, {args.concurrency} client threads, "
           f"runner workers {stack.workers if stack.workers is not None else 'unknown'}{settings} ===")
     print(f"  {load_line()}")
     print("pipeline (HTTP API -> S3 + Postgres + SQS -> runner workers)")
@@ -316,12 +369,15 @@ def print_round(number: int, stack: BenchStack, args: argparse.Namespace,
         mean_service = sum(pipe["service"]) / len(pipe["service"])
         print(f"  worker-side bound         {stack.workers / mean_service:.2f} jobs/s "
               f"({stack.workers} workers / mean {mean_service * 1000:.0f} ms in the worker)")
-    print(f"  results                   {dict(sorted(pipe['statuses'].items()))}; jobs retried: {pipe['retried']}")
+    print(f"  results                   {dict(sorted(pipe['statuses'].items()))}; jobs retried: {pipe['retried']}; "
+          f"served from the result cache: {pipe['cached']}")
+    print_calls(pipe["calls"], args.jobs)
     print_cpu(pipe["cpu"], pipe["wall"], args.jobs)
     print("in-process, in a process of its own (sha256_stream + verify_hash; same files, chain and IPFS node)")
     print(f"  wall time                 {inproc['wall']:.2f} s")
     print(f"  throughput                {inproc['jobs_per_s']:.2f} jobs/s")
     print(f"  results                   {dict(sorted(inproc['statuses'].items()))}")
+    print_calls(inproc["calls"], args.jobs)
     print_cpu(inproc["cpu"], inproc["wall"], args.jobs)
     here_where = "shares its GIL with the IPFS node" if not stack.attached else "IPFS node elsewhere"
     print(f"in-process, on threads of the benchmark process ({here_where})")
@@ -346,6 +402,56 @@ def check(pipe: dict[str, Any], inproc: dict[str, Any], here: dict[str, Any], jo
     return problems
 
 
+def run_pass(args: argparse.Namespace, cache: str, app_env: dict[str, str], files_dir: Path) -> tuple[list[Round], list[str]]:
+    """Warm-up and rounds on one stack: our own with the given settings, or the attached one."""
+    rounds: list[Round] = []
+    problems: list[str] = []
+    with bench_stack(attach=args.attach, workers=args.workers, backend=args.backend, api_key=args.api_key,
+                     app_env=app_env, runner_log=args.runner_log) as stack:
+        proxy = DeepChainProxy(stack.endpoints["rpc_url"])
+        counter = CallCounter(stack, proxy)
+        try:
+            say(f"anchoring {args.files} files of {args.file_size} bytes…")
+            items = make_items(stack, files_dir / cache, args.files, args.file_size)
+            if args.warmup:
+                say(f"warm-up: {args.warmup} jobs through the pipeline and in-process…")
+                warm = argparse.Namespace(**{**vars(args), "jobs": args.warmup})
+                run_pipeline(stack, items, warm, counter)
+                run_in_bench_process(stack, items, args.warmup, args.concurrency, proxy.url)
+            for number in range(1, args.rounds + 1):
+                say(f"round {number}, cache {cache}: pipeline…")
+                pipe = run_pipeline(stack, items, args, counter)
+                say(f"round {number}, cache {cache}: in-process…")
+                inproc = run_in_own_process(stack, items, args.jobs, args.concurrency, counter)
+                here = run_in_bench_process(stack, items, args.jobs, args.concurrency, proxy.url)
+                print_round(number, stack, args, cache, app_env, pipe, inproc, here)
+                sys.stdout.flush()
+                problems += check(pipe, inproc, here, args.jobs)
+                rounds.append(Round(cache, pipe["wall"], pipe["jobs_per_s"], inproc["jobs_per_s"],
+                                    here["jobs_per_s"], pipe["calls"], args.jobs))
+        finally:
+            proxy.close()
+    return rounds, problems
+
+
+def print_summary(rounds: list[Round]) -> None:
+    print(f"\n=== {len(rounds)} rounds ===")
+    for cache in dict.fromkeys(r.cache for r in rounds):
+        mine = [r for r in rounds if r.cache == cache]
+        print(f"cache {cache}")
+        print(f"  pipeline jobs/s     {spread([r.pipeline_jobs_per_s for r in mine])}")
+        print(f"  in-process jobs/s   {spread([r.inprocess_jobs_per_s for r in mine])}")
+        print(f"  ratio               {spread([r.ratio for r in mine])}")
+        print(f"  in-process jobs/s, benchmark process  {spread([r.bench_process_jobs_per_s for r in mine])}")
+        print(f"  RPC calls per job   {spread([r.calls.rpc / r.jobs for r in mine])}")
+        if all(r.calls.gateway is not None for r in mine):
+            print(f"  gateway reads/job   {spread([r.calls.gateway / r.jobs for r in mine])}")
+    by_cache = {cache: [r.pipeline_jobs_per_s for r in rounds if r.cache == cache] for cache in ("on", "off")}
+    if by_cache["on"] and by_cache["off"]:
+        on, off = (sum(v) / len(v) for v in (by_cache["on"], by_cache["off"]))
+        print(f"pipeline throughput, cache on / cache off   {on / off:.2f} ({on:.1f} / {off:.1f} jobs/s, means)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_pipeline", description=__doc__.splitlines()[0])
     add_stack_arguments(parser)
@@ -353,11 +459,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="client threads, and in-process threads (default 8)")
     parser.add_argument("--files", type=int, default=8, help="distinct anchored files the jobs cycle through (default 8)")
     parser.add_argument("--file-size", type=int, default=4096, help="bytes per file (default 4096)")
-    parser.add_argument("--rounds", type=int, default=1, help="measure this many times on the same stack (default 1)")
+    parser.add_argument("--rounds", type=int, default=1, help="measure this many times on each stack (default 1)")
     parser.add_argument("--warmup", type=int, default=8, help="jobs run and discarded before measuring (default 8)")
     parser.add_argument("--poll-interval", type=float, default=2.0, help="seconds between job listings (default 2)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the jobs of a round")
     parser.add_argument("--runner-log", help="with --attach: the runner's log file, for the worker's stage times")
+    parser.add_argument("--cache", choices=["both", "on", "off"], default="both",
+                        help="result cache of our own stack: off then on, on two stacks (default), or one of them")
     parser.add_argument("--app-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for the API and the workers of our own stack, e.g. DATABASE_POOL_MAX=8")
     parser.add_argument("--verifier", action="store_true", help=argparse.SUPPRESS)  # the in-process child
@@ -365,40 +473,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.verifier:
         return verifier_main()
     app_env = dict(item.split("=", 1) for item in args.app_env)
+    if args.attach:
+        passes = {"as the attached stack is configured": {}}
+    else:
+        modes = ("off", "on") if args.cache == "both" else (args.cache,)
+        passes = {mode: {"RESULT_CACHE_SECONDS": CACHE_SECONDS[mode], **app_env} for mode in modes}
 
     began = time.monotonic()
     files_dir = Path(tempfile.mkdtemp(prefix="iid-bench-files-"))
     problems: list[str] = []
     rounds: list[Round] = []
     try:
-        with bench_stack(attach=args.attach, workers=args.workers, backend=args.backend, api_key=args.api_key,
-                         app_env=app_env, runner_log=args.runner_log) as stack:
-            say(f"anchoring {args.files} files of {args.file_size} bytes…")
-            items = make_items(stack, files_dir, args.files, args.file_size)
-            if args.warmup:
-                say(f"warm-up: {args.warmup} jobs through the pipeline and in-process…")
-                warm = argparse.Namespace(**{**vars(args), "jobs": args.warmup})
-                run_pipeline(stack, items, warm)
-                run_in_bench_process(stack, items, args.warmup, args.concurrency)
-            for number in range(1, args.rounds + 1):
-                say(f"round {number}: pipeline…")
-                pipe = run_pipeline(stack, items, args)
-                say(f"round {number}: in-process…")
-                inproc = run_in_own_process(stack, items, args.jobs, args.concurrency)
-                here = run_in_bench_process(stack, items, args.jobs, args.concurrency)
-                print_round(number, stack, args, pipe, inproc, here)
-                sys.stdout.flush()
-                problems += check(pipe, inproc, here, args.jobs)
-                rounds.append(Round(pipe["wall"], pipe["jobs_per_s"], inproc["jobs_per_s"], here["jobs_per_s"]))
+        for cache, settings in passes.items():
+            (files_dir / cache).mkdir()
+            more_rounds, more_problems = run_pass(args, cache, settings, files_dir)
+            rounds += more_rounds
+            problems += more_problems
     finally:
         shutil.rmtree(files_dir, ignore_errors=True)
     if len(rounds) > 1:
-        print(f"\n=== {len(rounds)} rounds ===")
-        print(f"  pipeline jobs/s     {spread([r.pipeline_jobs_per_s for r in rounds])}")
-        print(f"  in-process jobs/s   {spread([r.inprocess_jobs_per_s for r in rounds])}")
-        print(f"  ratio               {spread([r.ratio for r in rounds])}")
-        print(f"  in-process jobs/s, benchmark process  {spread([r.bench_process_jobs_per_s for r in rounds])}")
-    print(f"\nbenchmark wall time (stack start to stop) {time.monotonic() - began:.1f} s")
+        print_summary(rounds)
+    print(f"\nbenchmark wall time (stacks start to stop) {time.monotonic() - began:.1f} s")
     if problems:
         for problem in problems:
             print(f"FAILED: {problem}", file=sys.stderr)
