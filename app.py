@@ -58,6 +58,11 @@ def retry_job(job_id: str) -> Response:
     return endpoints.retry_job(services(), app.current_request, job_id)
 
 
+@app.route("/api/verification-jobs/{job_id}/cancel", methods=["POST"])
+def cancel_job(job_id: str) -> Response:
+    return endpoints.cancel_job(services(), job_id)
+
+
 @app.route("/api/verification-jobs/dead-letter/redrive", methods=["POST"])
 def redrive_dead_letters() -> Response:
     return endpoints.redrive(services(), app.current_request)

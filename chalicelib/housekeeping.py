@@ -17,7 +17,7 @@ from chalicelib.dispatch import enqueue_job
 from chalicelib.errors import TransientError
 from chalicelib.queue import SCAN_HIDE_SECONDS
 from chalicelib.telemetry import job_finished, logger
-from chalicelib.vocabulary import DEAD_LETTERED, QUEUE_UNAVAILABLE, UNFINISHED_STATUSES
+from chalicelib.vocabulary import CANCELLED, DEAD_LETTERED, QUEUE_UNAVAILABLE, UNFINISHED_STATUSES
 from chalicelib.wiring import Services
 
 # A job's `last_enqueued_at` is written just after its message is sent; a later value than
@@ -56,6 +56,11 @@ def upload_arrived(services: Services, key: str, size: int | None) -> bool:
         logger.info("ignoring object outside the uploads prefix", extra={"key": key})
         return False
     if not services.store.mark_upload_received(job_id, size):
+        job = services.store.get_job(job_id)
+        if job is not None and job.status == CANCELLED:  # the file came after the cancel: it has no use
+            services.storage.delete_object(key)
+            logger.info("upload of a cancelled job deleted", extra={"job_id": job_id})
+            return False
         logger.info("upload event for a job that is not awaiting upload (repeat or late)", extra={"job_id": job_id})
         return False
     enqueue_job(services, job_id)

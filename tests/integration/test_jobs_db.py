@@ -406,7 +406,7 @@ def test_status_counts(pg, store):
     store.fail_job(new_job().id, "x", "X")
     store.fail_job(new_job().id, "x", "X")
     assert store.status_counts() == {"awaiting_upload": 1, "queued": 1, "processing": 0,
-                                    "completed": 1, "failed": 2}
+                                    "completed": 1, "failed": 2, "cancelled": 0}
 
 
 # --- sweeper -------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from typing import Any, Iterable
 from chalicelib.errors import TransientError
 from chalicelib.jobs import CacheKey, Job, new_job_id, parse_job_id
 from chalicelib.vocabulary import (
-    AWAITING_UPLOAD, COMPLETED, DATABASE_UNAVAILABLE, FAILED, FINISHED_STATUSES, PROCESSING, QUEUED,
-    UNFINISHED_STATUSES, UPLOAD_EXPIRED,
+    AWAITING_UPLOAD, CANCELLED, COMPLETED, DATABASE_UNAVAILABLE, FAILED, FINISHED_STATUSES, JOB_STATUSES,
+    PROCESSING, QUEUED, UNFINISHED_STATUSES, UPLOAD_EXPIRED,
 )
 
 
@@ -64,7 +64,7 @@ class FakeStore:
         return sorted(found, key=lambda j: (j.created_at, j.id), reverse=True)[offset:offset + limit]
 
     def status_counts(self) -> dict[str, int]:
-        counts = dict.fromkeys((AWAITING_UPLOAD, QUEUED, PROCESSING, COMPLETED, FAILED), 0)
+        counts = dict.fromkeys(JOB_STATUSES, 0)
         for job in self.jobs.values():
             counts[job.status] += 1
         return counts
@@ -109,6 +109,10 @@ class FakeStore:
         job = self._when(job_id, UNFINISHED_STATUSES)
         return job is not None and bool(self.put(job, status=FAILED, error=error, error_code=code, completed_at=now()))
 
+    def cancel_job(self, job_id: str) -> Job | None:
+        job = self._when(job_id, UNFINISHED_STATUSES)
+        return job and self.put(job, status=CANCELLED, completed_at=now())
+
     def _requeue(self, job: Job, enqueued: datetime | None) -> Job:
         return self.put(job, status=QUEUED, progress=0, error=None, error_code=None, started_at=None,
                         completed_at=None, attempts=0, last_enqueued_at=enqueued)
@@ -135,7 +139,8 @@ class FakeStore:
     def finished_jobs_with_objects(self, completed_older_than_seconds: float, failed_older_than_seconds: float,
                                    limit: int = 100) -> list[Job]:
         def old(job: Job) -> bool:
-            age = {COMPLETED: completed_older_than_seconds, FAILED: failed_older_than_seconds}[job.status]
+            age = {COMPLETED: completed_older_than_seconds, CANCELLED: completed_older_than_seconds,
+                   FAILED: failed_older_than_seconds}[job.status]
             return job.completed_at < now() - timedelta(seconds=age)
         return [j for j in self.jobs.values() if j.object_key and j.status in FINISHED_STATUSES and old(j)][:limit]
 
@@ -145,7 +150,7 @@ class FakeStore:
 
     def delete_old_jobs(self, completed_days: float, failed_days: float, limit: int = 10_000) -> int:
         def old(job: Job) -> bool:
-            days = {COMPLETED: completed_days, FAILED: failed_days}.get(job.status)
+            days = {COMPLETED: completed_days, CANCELLED: completed_days, FAILED: failed_days}.get(job.status)
             return days is not None and job.object_key is None and job.completed_at < now() - timedelta(days=days)
         gone = [j.id for j in self.jobs.values() if old(j)][:limit]
         for job_id in gone:
