@@ -101,6 +101,7 @@ def sweep(services: Services) -> SweepReport:
     report.jobs_removed = store.delete_old_jobs(settings.completed_retention_days, settings.failed_retention_days)
     if settings.result_cache_seconds > 0:  # with the cache off nothing is written, so nothing to sweep
         report.cached_results_removed = store.delete_stale_results(settings.result_cache_seconds)
+    store.delete_ended_windows()  # the rate limiter's past minutes
     if report != SweepReport():
         logger.info("sweep done", extra=asdict(report))
     return report

@@ -104,6 +104,8 @@ UNAUTHORIZED = _code("UNAUTHORIZED", 401)
 NOT_FOUND = _code("NOT_FOUND", 404)
 INVALID_STATE = _code("INVALID_STATE", 409)
 QUEUE_NOT_CONFIGURED = _code("QUEUE_NOT_CONFIGURED", 409)
+RATE_LIMITED = _code("RATE_LIMITED", 429, permanent=False,
+                     meaning="more than RATE_LIMIT_PER_MINUTE requests this minute; wait `Retry-After` seconds")
 
 # Verification failures, permanent: retrying cannot fix them.
 MANIFEST_INVALID = _verification("MANIFEST_INVALID", True, "not JSON, or no valid `content_hash`/`signature`")

@@ -122,5 +122,23 @@ def check_cancelled_is_final(store: Any) -> None:
     assert store.status_counts()[CANCELLED] == 1
 
 
+def check_rate_limit_windows(store: Any) -> None:
+    """Requests are counted per client in the current minute; ended windows go, current ones
+    stay. (A minute that ends between two calls starts the count over: seen in `seconds_left`.)"""
+    def counted_after(before: Any, client: str = "192.0.2.1") -> Any:
+        window = store.count_request(client)
+        assert 0 < window.seconds_left <= 60
+        assert window.requests == (before.requests + 1 if window.seconds_left <= before.seconds_left else 1)
+        return window
+
+    first = store.count_request("192.0.2.1")
+    assert first.requests == 1 and 0 < first.seconds_left <= 60
+    second = counted_after(first)
+    assert store.count_request("198.51.100.7").requests == 1
+    store.delete_ended_windows()
+    counted_after(second)  # the current window survived the delete
+
+
 CHECKS = [check_transitions, check_first_failure_and_late_results, check_expired_uploads_revive,
-          check_requeue_resets, check_result_cache, check_cancelled_is_final]
+          check_requeue_resets, check_result_cache, check_cancelled_is_final,
+          check_rate_limit_windows]

@@ -30,6 +30,7 @@ from typing import Any, Iterable, Mapping
 from psycopg.types.json import Json
 
 from chalicelib.jobs.cache import ResultCacheStatements
+from chalicelib.jobs.ratelimit import RateLimitStatements
 from chalicelib.jobs.record import Job, new_job_id, parse_job_id
 from chalicelib.jobs.retention import RetentionStatements
 from chalicelib.jobs.statements import COLUMNS
@@ -62,7 +63,7 @@ _COMPLETE = f"""WITH done AS (
    SELECT count(*) AS n FROM done"""
 
 
-class JobStore(RetentionStatements, ResultCacheStatements):
+class JobStore(RetentionStatements, ResultCacheStatements, RateLimitStatements):
     """The lifecycle statements; the housekeeping ones come from RetentionStatements, the result
     cache's from ResultCacheStatements."""
 

@@ -1,7 +1,7 @@
 """An in-memory job store with the JobStore's methods and transition rules, for unit tests of
 the rooms around it. The SQL itself is tested on real PostgreSQL in
 tests/integration/test_jobs_db.py; this fake does not model concurrency or retention by the clock
-beyond what those unit tests set up, and knows nothing of the history table but a list, nor of the result cache but a dict."""
+beyond what those unit tests set up, and knows nothing of the history table but a list, nor of the result cache and the rate limit's windows but dicts."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 from chalicelib.errors import TransientError
-from chalicelib.jobs import CacheKey, Job, new_job_id, parse_job_id
+from chalicelib.jobs import CacheKey, Job, Window, new_job_id, parse_job_id
 from chalicelib.vocabulary import (
     AWAITING_UPLOAD, CANCELLED, COMPLETED, DATABASE_UNAVAILABLE, FAILED, FINISHED_STATUSES, JOB_STATUSES,
     PROCESSING, QUEUED, UNFINISHED_STATUSES, UPLOAD_EXPIRED,
@@ -26,11 +26,12 @@ class FakeStore:
         self.jobs: dict[str, Job] = {}
         self.history: list[dict[str, Any]] = []
         self.cache: dict[CacheKey, tuple[dict[str, Any], datetime]] = {}  # key -> (result, checked at)
+        self.windows: dict[tuple[str, datetime], int] = {}  # (client, minute) -> requests
         self.down = False  # every call raises DATABASE_UNAVAILABLE, as an outage would
 
     def __getattribute__(self, name: str) -> Any:
         value = object.__getattribute__(self, name)
-        if name.startswith("_") or name in ("jobs", "history", "cache", "down", "put") or not callable(value):
+        if name.startswith("_") or name in ("jobs", "history", "cache", "windows", "down", "put") or not callable(value):
             return value
 
         def call(*args: Any, **kwargs: Any) -> Any:
@@ -156,6 +157,18 @@ class FakeStore:
         for job_id in gone:
             del self.jobs[job_id]
         return len(gone)
+
+    def count_request(self, client: str) -> Window:
+        moment = now()
+        start = moment.replace(second=0, microsecond=0)
+        self.windows[(client, start)] = self.windows.get((client, start), 0) + 1
+        return Window(self.windows[(client, start)], (start + timedelta(minutes=1) - moment).total_seconds())
+
+    def delete_ended_windows(self, limit: int = 10_000) -> int:
+        ended = [key for key in self.windows if key[1] < now().replace(second=0, microsecond=0)][:limit]
+        for key in ended:
+            del self.windows[key]
+        return len(ended)
 
     def cached_result(self, key: CacheKey, max_age_seconds: float) -> dict[str, Any] | None:
         result, checked_at = self.cache.get(key, (None, None))

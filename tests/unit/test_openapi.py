@@ -272,3 +272,12 @@ def test_generator_script_rewrites_a_stale_document(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(apidoc, "DOCUMENT_PATH", target)
     assert apidoc.main() == 0 and "rewritten" in capsys.readouterr().out
     assert target.read_text(encoding="utf-8") == DOC_PATH.read_text(encoding="utf-8")
+
+
+def test_counted_routes_document_the_429_and_the_others_do_not(doc: dict) -> None:
+    from chalicelib.api.ratelimit import counted
+
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            documented = operation["responses"].get("429") == {"$ref": "#/components/responses/RateLimited"}
+            assert documented == counted(path), (path, method)
