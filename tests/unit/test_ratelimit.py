@@ -71,6 +71,14 @@ def test_a_database_that_cannot_count_lets_the_request_through(limited_to, store
     assert http.get("/api/health").status_code == 200
 
 
+def test_a_limiter_that_fails_otherwise_lets_the_request_through(limited_to, store, monkeypatch):
+    def missing_table(client):
+        raise RuntimeError('relation "rate_limit_windows" does not exist')
+    monkeypatch.setattr(store, "count_request", missing_table)
+    http = limited_to(1)
+    assert [http.get(STATS).status_code for _ in range(3)] == [200, 200, 200]
+
+
 def test_sweep_deletes_ended_windows(store, services):
     from datetime import timedelta
 
