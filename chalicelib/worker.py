@@ -79,6 +79,9 @@ def run_job(services: Services, delivery: Delivery) -> None:
         logger.info("job cancelled while running; attempt abandoned", extra={"job_id": job.id})
         return
     except Exception as exc:  # every failure is classified; unknown ones count as transient
+        if _is_cancelled(services, job.id):  # e.g. its file was deleted by the cancel mid-read
+            logger.info("job cancelled while running; attempt abandoned", extra={"job_id": job.id})
+            return
         _handle_failure(services, delivery, _as_job_error(exc))
         return
     duration_ms = (time.monotonic() - started) * 1000
@@ -89,13 +92,19 @@ def run_job(services: Services, delivery: Delivery) -> None:
         logger.info("job was already completed by another delivery", extra={"job_id": job.id})
 
 
+def _is_cancelled(services: Services, job_id: str) -> bool:
+    try:
+        current = services.store.get_job(job_id)
+    except JobError:  # the database is down: the failure at hand decides
+        return False
+    return current is not None and current.status == CANCELLED
+
+
 def _unless_cancelled(services: Services, job_id: str, written: bool) -> None:
     """After a progress write: one that changed nothing may mean the job was cancelled meanwhile
     (or only that an earlier attempt got further); then stop the attempt."""
-    if not written:
-        current = services.store.get_job(job_id)
-        if current is not None and current.status == CANCELLED:
-            raise AttemptAbandoned(job_id)
+    if not written and _is_cancelled(services, job_id):
+        raise AttemptAbandoned(job_id)
 
 
 def _execute(services: Services, job: Job) -> dict[str, Any]:

@@ -197,3 +197,16 @@ def test_a_progress_write_that_changes_nothing_on_a_running_job_does_not_stop_it
     job = submit(aws, store)
     run_once(aws, app)
     assert store.get_job(job.id).status == COMPLETED and len(store.history) == 1
+
+
+def test_an_attempt_that_fails_after_its_job_was_cancelled_is_dropped_not_retried(aws, store, app, monkeypatch):
+    """The cancel deleted the file the attempt was reading: no retry, the message is consumed."""
+    def verify(file_hash, manifest_uri, registry, rpc_url, settings, progress=None):
+        store.cancel_job(job.id)
+        raise TransientError("the upload stream broke", "STORAGE_UNAVAILABLE")
+    monkeypatch.setattr(worker, "verify_hash", verify)
+    job = submit(aws, store)
+    assert run_once(aws, app) is True
+    assert aws.count(aws.queue_url) == (0, 0)
+    cancelled = store.get_job(job.id)
+    assert (cancelled.status, cancelled.retry_count, store.history) == (CANCELLED, 0, [])
