@@ -2,13 +2,13 @@
 one hands its request or event to one function of `chalicelib`, with the process's services."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from chalice import Chalice, Response
-from chalice.app import SQSEvent
+from chalice.app import Request, SQSEvent
 
 from chalicelib import housekeeping, worker
-from chalicelib.api import endpoints
+from chalicelib.api import endpoints, ratelimit
 from chalicelib.config import settings
 from chalicelib.vocabulary import PROOF, VERIFY
 from chalicelib.wiring import services
@@ -19,6 +19,12 @@ app.api.binary_types.append("multipart/form-data")
 # Content types are checked in chalicelib.api.forms, so that a wrong one gets the contract's
 # JSON 415 rather than Chalice's own error shape.
 ANY_CONTENT_TYPE = ["*/*"]
+
+
+@app.middleware("http")
+def rate_limit(request: Request, get_response: Callable[[Request], Response]) -> Response:
+    """Every route passes the rate limiter, which decides which ones count."""
+    return ratelimit.limited(services(), request, get_response)
 
 
 # --- verification jobs -------------------------------------------------------------------
@@ -56,6 +62,11 @@ def get_job(job_id: str) -> Response:
 @app.route("/api/verification-jobs/{job_id}/retry", methods=["POST"])
 def retry_job(job_id: str) -> Response:
     return endpoints.retry_job(services(), app.current_request, job_id)
+
+
+@app.route("/api/verification-jobs/{job_id}/cancel", methods=["POST"])
+def cancel_job(job_id: str) -> Response:
+    return endpoints.cancel_job(services(), job_id)
 
 
 @app.route("/api/verification-jobs/dead-letter/redrive", methods=["POST"])

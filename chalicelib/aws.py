@@ -17,6 +17,13 @@ _CONFIG = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeou
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
 
+class ClientNotMade(BotoCoreError):
+    """boto3 could not make a client (a bad endpoint URL is a plain ValueError there): a
+    botocore failure like the others, so every adapter answers it as its dependency down."""
+
+    fmt = "could not make the {service} client: {error}"
+
+
 class LazyClient:
     """A boto3 client made on first use (thread-safe once created), or the one given (tests).
     Made late so that a failure to make it (no region, bad endpoint) is a dependency failure
@@ -28,7 +35,12 @@ class LazyClient:
 
     def __call__(self) -> Any:
         if self.client is None:
-            self.client = boto3.session.Session().client(self.service, config=_CONFIG)
+            try:
+                self.client = boto3.session.Session().client(self.service, config=_CONFIG)
+            except BotoCoreError:  # no region, bad credentials profile, ...: already botocore's
+                raise
+            except ValueError as exc:  # a bad endpoint URL
+                raise ClientNotMade(service=self.service, error=exc) from exc
         return self.client
 
 

@@ -81,6 +81,7 @@ class Settings:
     max_inline_upload_bytes: int = 4 * MIB
     max_upload_bytes: int = GIB
     upload_url_expiry_seconds: int = 900
+    rate_limit_per_minute: int = 100  # requests per client IP and minute; 0 turns the limit off
 
     # Retries and retention.
     max_retry_attempts: int = 3
@@ -127,6 +128,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_inline_upload_bytes=_int(env.get("MAX_INLINE_UPLOAD_BYTES"), d.max_inline_upload_bytes),
         max_upload_bytes=_int(env.get("MAX_UPLOAD_BYTES"), d.max_upload_bytes),
         upload_url_expiry_seconds=_int(env.get("UPLOAD_URL_EXPIRY_SECONDS"), d.upload_url_expiry_seconds),
+        rate_limit_per_minute=_int(env.get("RATE_LIMIT_PER_MINUTE"), d.rate_limit_per_minute),
         max_retry_attempts=_int(env.get("MAX_RETRY_ATTEMPTS"), d.max_retry_attempts),
         retry_base_seconds=_float(env.get("RETRY_BASE_SECONDS"), d.retry_base_seconds),
         stuck_queued_seconds=_int(env.get("STUCK_QUEUED_SECONDS"), d.stuck_queued_seconds),

@@ -17,7 +17,7 @@ from chalicelib.dispatch import enqueue_job
 from chalicelib.errors import TransientError
 from chalicelib.queue import SCAN_HIDE_SECONDS
 from chalicelib.telemetry import job_finished, logger
-from chalicelib.vocabulary import DEAD_LETTERED, QUEUE_UNAVAILABLE, UNFINISHED_STATUSES
+from chalicelib.vocabulary import CANCELLED, DEAD_LETTERED, QUEUE_UNAVAILABLE, UNFINISHED_STATUSES
 from chalicelib.wiring import Services
 
 # A job's `last_enqueued_at` is written just after its message is sent; a later value than
@@ -56,6 +56,11 @@ def upload_arrived(services: Services, key: str, size: int | None) -> bool:
         logger.info("ignoring object outside the uploads prefix", extra={"key": key})
         return False
     if not services.store.mark_upload_received(job_id, size):
+        job = services.store.get_job(job_id)
+        if job is not None and job.status == CANCELLED:  # the file came after the cancel: it has no use
+            services.storage.delete_object(key)
+            logger.info("upload of a cancelled job deleted", extra={"job_id": job_id})
+            return False
         logger.info("upload event for a job that is not awaiting upload (repeat or late)", extra={"job_id": job_id})
         return False
     enqueue_job(services, job_id)
@@ -96,6 +101,7 @@ def sweep(services: Services) -> SweepReport:
     report.jobs_removed = store.delete_old_jobs(settings.completed_retention_days, settings.failed_retention_days)
     if settings.result_cache_seconds > 0:  # with the cache off nothing is written, so nothing to sweep
         report.cached_results_removed = store.delete_stale_results(settings.result_cache_seconds)
+    store.delete_ended_windows()  # the rate limiter's past minutes
     if report != SweepReport():
         logger.info("sweep done", extra=asdict(report))
     return report

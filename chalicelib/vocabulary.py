@@ -20,9 +20,10 @@ QUEUED = "queued"
 PROCESSING = "processing"
 COMPLETED = "completed"
 FAILED = "failed"
-JOB_STATUSES = (AWAITING_UPLOAD, QUEUED, PROCESSING, COMPLETED, FAILED)
-UNFINISHED_STATUSES = (AWAITING_UPLOAD, QUEUED, PROCESSING)
-FINISHED_STATUSES = (COMPLETED, FAILED)
+CANCELLED = "cancelled"
+JOB_STATUSES = (AWAITING_UPLOAD, QUEUED, PROCESSING, COMPLETED, FAILED, CANCELLED)
+UNFINISHED_STATUSES = (AWAITING_UPLOAD, QUEUED, PROCESSING)  # also the statuses a cancel may start from
+FINISHED_STATUSES = (COMPLETED, FAILED, CANCELLED)
 
 # The verdict of a verification (verify result `status`, proof `verification.status`, history rows).
 VERDICTS = ("OK", "WARN", "FAIL")
@@ -103,6 +104,8 @@ UNAUTHORIZED = _code("UNAUTHORIZED", 401)
 NOT_FOUND = _code("NOT_FOUND", 404)
 INVALID_STATE = _code("INVALID_STATE", 409)
 QUEUE_NOT_CONFIGURED = _code("QUEUE_NOT_CONFIGURED", 409)
+RATE_LIMITED = _code("RATE_LIMITED", 429, permanent=False,
+                     meaning="more than RATE_LIMIT_PER_MINUTE requests this minute; wait `Retry-After` seconds")
 
 # Verification failures, permanent: retrying cannot fix them.
 MANIFEST_INVALID = _verification("MANIFEST_INVALID", True, "not JSON, or no valid `content_hash`/`signature`")

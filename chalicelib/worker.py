@@ -20,12 +20,16 @@ from chalicelib.queue import MAX_VISIBILITY_SECONDS, job_id_from_body
 from chalicelib.result_cache import cached_verification
 from chalicelib.telemetry import job_finished, logger
 from chalicelib.verification import prove_hash, sha256_stream, verify_hash
-from chalicelib.vocabulary import INTERNAL_ERROR, PROGRESS_HASHED, PROGRESS_PERSISTING, PROOF
+from chalicelib.vocabulary import CANCELLED, INTERNAL_ERROR, PROGRESS_HASHED, PROGRESS_PERSISTING, PROOF
 from chalicelib.wiring import Services
 
 
 class RetryScheduled(Exception):
     """Raised to leave the message on the queue: SQS redelivers it after the backoff."""
+
+
+class AttemptAbandoned(Exception):
+    """The job was cancelled while this attempt ran: stop, keep no result, consume the message."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,13 @@ def run_job(services: Services, delivery: Delivery) -> None:
     started = time.monotonic()
     try:
         result = _execute(services, job)
+    except AttemptAbandoned:
+        logger.info("job cancelled while running; attempt abandoned", extra={"job_id": job.id})
+        return
     except Exception as exc:  # every failure is classified; unknown ones count as transient
+        if _is_cancelled(services, job.id):  # e.g. its file was deleted by the cancel mid-read
+            logger.info("job cancelled while running; attempt abandoned", extra={"job_id": job.id})
+            return
         _handle_failure(services, delivery, _as_job_error(exc))
         return
     duration_ms = (time.monotonic() - started) * 1000
@@ -82,13 +92,29 @@ def run_job(services: Services, delivery: Delivery) -> None:
         logger.info("job was already completed by another delivery", extra={"job_id": job.id})
 
 
+def _is_cancelled(services: Services, job_id: str) -> bool:
+    try:
+        current = services.store.get_job(job_id)
+    except JobError:  # the database is down: the failure at hand decides
+        return False
+    return current is not None and current.status == CANCELLED
+
+
+def _unless_cancelled(services: Services, job_id: str, written: bool) -> None:
+    """After a progress write: one that changed nothing may mean the job was cancelled meanwhile
+    (or only that an earlier attempt got further); then stop the attempt."""
+    if not written and _is_cancelled(services, job_id):
+        raise AttemptAbandoned(job_id)
+
+
 def _execute(services: Services, job: Job) -> dict[str, Any]:
     def progress(value: int) -> None:
-        services.store.set_progress(job.id, value)
+        _unless_cancelled(services, job.id, services.store.set_progress(job.id, value))
 
     if job.object_key:
         file_hash = _hash_object(services, job)
-        services.store.set_content_hash(job.id, file_hash)  # also the "hashed" progress step
+        # also the "hashed" progress step
+        _unless_cancelled(services, job.id, services.store.set_content_hash(job.id, file_hash))
     else:
         file_hash = job.content_hash
         progress(PROGRESS_HASHED)

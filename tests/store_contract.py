@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 from chalicelib.jobs import CacheKey
 from chalicelib.vocabulary import (
-    AWAITING_UPLOAD, COMPLETED, FAILED, JOB_STATUSES, PROCESSING, QUEUED, UPLOAD_EXPIRED,
+    AWAITING_UPLOAD, CANCELLED, COMPLETED, FAILED, JOB_STATUSES, PROCESSING, QUEUED, UPLOAD_EXPIRED,
 )
 
 REGISTRY = "0x" + "ab" * 20
@@ -25,7 +25,8 @@ TRANSITIONS: dict[str, tuple[Callable[[Any, str], Any], set[str]]] = {
     "requeue_dead_lettered": (lambda s, j: s.requeue_dead_lettered([j]), {FAILED}),
     "complete_job": (lambda s, j: s.complete_job(j, {"status": "OK"}, {"status": "OK", "file_hash": HASH}),
                      {QUEUED, PROCESSING, FAILED}),
-    "clear_object_key": (lambda s, j: s.clear_object_key(j), {COMPLETED, FAILED}),
+    "clear_object_key": (lambda s, j: s.clear_object_key(j), {COMPLETED, FAILED, CANCELLED}),
+    "cancel_job": (lambda s, j: s.cancel_job(j), {AWAITING_UPLOAD, QUEUED, PROCESSING}),
 }
 
 
@@ -39,6 +40,8 @@ def job_in(store: Any, status: str) -> str:
         store.complete_job(job.id, {"status": "OK"}, {"status": "OK", "file_hash": HASH})
     if status == FAILED:
         store.fail_job(job.id, "bad manifest", "MANIFEST_INVALID")
+    if status == CANCELLED:
+        store.cancel_job(job.id)
     assert store.get_job(job.id).status == status
     return job.id
 
@@ -107,5 +110,35 @@ def check_result_cache(store: Any) -> None:
     assert store.delete_stale_results(0) == 2 and store.cached_result(key, 60) is None
 
 
+def check_cancelled_is_final(store: Any) -> None:
+    """Cancelling keeps the job's input fields and finishes it; nothing brings it back (the
+    transitions above refuse it), and retention treats it as a completed job."""
+    job_id = job_in(store, PROCESSING)
+    cancelled = store.cancel_job(job_id)
+    assert (cancelled.status, cancelled.result, cancelled.object_key) == (CANCELLED, None, "uploads/x")
+    assert cancelled.completed_at is not None
+    assert store.cancel_job(job_id) is None and store.cancel_job("junk") is None
+    assert [j.id for j in store.finished_jobs_with_objects(0.0, 10**9)] == [job_id]
+    assert store.status_counts()[CANCELLED] == 1
+
+
+def check_rate_limit_windows(store: Any) -> None:
+    """Requests are counted per client in the current minute; ended windows go, current ones
+    stay. (A minute that ends between two calls starts the count over: seen in `seconds_left`.)"""
+    def counted_after(before: Any, client: str = "192.0.2.1") -> Any:
+        window = store.count_request(client)
+        assert 0 < window.seconds_left <= 60
+        assert window.requests == (before.requests + 1 if window.seconds_left <= before.seconds_left else 1)
+        return window
+
+    first = store.count_request("192.0.2.1")
+    assert first.requests == 1 and 0 < first.seconds_left <= 60
+    second = counted_after(first)
+    assert store.count_request("198.51.100.7").requests == 1
+    store.delete_ended_windows()
+    counted_after(second)  # the current window survived the delete
+
+
 CHECKS = [check_transitions, check_first_failure_and_late_results, check_expired_uploads_revive,
-          check_requeue_resets, check_result_cache]
+          check_requeue_resets, check_result_cache, check_cancelled_is_final,
+          check_rate_limit_windows]

@@ -47,10 +47,13 @@ def verification_failed(exc: JobError) -> ApiError:
     return ApiError(exc.code, message, status=FAILED_VERIFICATION_STATUS[exc.permanent])
 
 
-def require_api_key(settings: Settings, headers: Mapping[str, str]) -> None:
-    """401 unless the deployment has no key or `x-api-key` matches it (constant-time compare)."""
-    if not settings.api_key:
-        return
+def has_api_key(settings: Settings, headers: Mapping[str, str]) -> bool:
+    """The deployment has a key and `x-api-key` matches it (constant-time compare)."""
     given = headers.get("x-api-key") or ""
-    if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
+    return bool(settings.api_key) and hmac.compare_digest(given.encode(), settings.api_key.encode())
+
+
+def require_api_key(settings: Settings, headers: Mapping[str, str]) -> None:
+    """401 unless the deployment has no key or the request holds it."""
+    if settings.api_key and not has_api_key(settings, headers):
         raise ApiError(UNAUTHORIZED, "a valid x-api-key header is required for this endpoint")

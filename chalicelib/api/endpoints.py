@@ -24,7 +24,7 @@ from chalicelib.telemetry import logger
 from chalicelib.timefmt import iso8601
 from chalicelib.verification import prove_hash, sha256_stream, verify_hash
 from chalicelib.vocabulary import (
-    AWAITING_UPLOAD, COMPLETED, FAILED, INVALID_STATE, NOT_FOUND, PROOF, QUEUE_NOT_CONFIGURED, QUEUED,
+    AWAITING_UPLOAD, CANCELLED, COMPLETED, FAILED, INVALID_STATE, NOT_FOUND, PROOF, QUEUE_NOT_CONFIGURED, QUEUED,
     UPLOAD_MISSING,
 )
 from chalicelib.wiring import Services
@@ -137,7 +137,8 @@ def stats(services: Services) -> Response:
     counts = services.store.status_counts()
     body: dict[str, Any] = {"available": False, "waiting": 0, "active": 0, "delayed": 0,
                             "completed": counts.get(COMPLETED, 0), "failed": counts.get(FAILED, 0),
-                            "deadLetter": 0}
+                            "deadLetter": 0, "cancelled": counts.get(CANCELLED, 0),
+                            "awaitingUpload": counts.get(AWAITING_UPLOAD, 0)}
     if services.settings.queue_configured:
         try:
             depth = services.queue.depth()
@@ -174,6 +175,29 @@ def retry_job(services: Services, request: Request, job_id: str) -> Response:
     enqueue_job(services, job.id)
     body = {"jobId": job.id, "status": QUEUED, "message": "Verification job re-queued", "pollUrl": poll_url(job.id)}
     return json_response(body, 202, location=body["pollUrl"])
+
+
+@answered
+def cancel_job(services: Services, job_id: str) -> Response:
+    """Cancel an unfinished job and delete its file. Public like submission: the random job id
+    is the capability. The job is cancelled first, so that no worker starts it or stores its
+    result; a file whose delete fails now is deleted by the sweep (cancelled jobs' files go)."""
+    job = services.store.cancel_job(job_id)
+    if job is None:
+        current = services.store.get_job(job_id)
+        if current is None:
+            raise _not_found()
+        raise ApiError(INVALID_STATE, f"only unfinished jobs can be cancelled; this one is {current.status}")
+    if job.object_key:
+        try:
+            services.storage.delete_object(job.object_key)
+        except JobError as exc:
+            logger.warning("could not delete a cancelled job's file; the sweep will",
+                           extra={"job_id": job.id, "error": exc.message})
+        else:
+            services.store.clear_object_key(job.id)
+    logger.info("job cancelled", extra={"job_id": job.id})
+    return json_response(job_to_api(job))
 
 
 @answered

@@ -1,7 +1,8 @@
 """The verification job: its record (`record`), and its store in PostgreSQL (`store`, with the
-result cache's statements in `cache`)."""
+result cache's statements in `cache` and the rate limiter's in `ratelimit`)."""
 from chalicelib.jobs.cache import CacheKey
+from chalicelib.jobs.ratelimit import Window
 from chalicelib.jobs.record import Job, iso_utc, job_to_api, new_job_id, parse_job_id
 from chalicelib.jobs.store import JobStore
 
-__all__ = ["CacheKey", "Job", "JobStore", "iso_utc", "job_to_api", "new_job_id", "parse_job_id"]
+__all__ = ["CacheKey", "Job", "JobStore", "iso_utc", "job_to_api", "new_job_id", "parse_job_id", "Window"]

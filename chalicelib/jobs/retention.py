@@ -6,10 +6,13 @@ from datetime import datetime
 
 from chalicelib.jobs.record import Job, parse_job_id
 from chalicelib.jobs.statements import COLUMNS, Statements
-from chalicelib.vocabulary import AWAITING_UPLOAD, COMPLETED, FAILED, QUEUED, UPLOAD_EXPIRED, sql_list
+from chalicelib.vocabulary import (
+    AWAITING_UPLOAD, CANCELLED, COMPLETED, FAILED, FINISHED_STATUSES, QUEUED, UPLOAD_EXPIRED, sql_list,
+)
 
-# Finished jobs older than %(c)s seconds (completed) or %(f)s seconds (failed), from completion.
-_PAST = f"""((status IN {sql_list(COMPLETED)} AND completed_at < now() - make_interval(secs => %(c)s))
+# Finished jobs older than %(c)s seconds (completed or cancelled) or %(f)s seconds (failed), from
+# completion: a failed job's file waits for a retry, the others' have no further use.
+_PAST = f"""((status IN {sql_list(COMPLETED, CANCELLED)} AND completed_at < now() - make_interval(secs => %(c)s))
             OR (status IN {sql_list(FAILED)} AND completed_at < now() - make_interval(secs => %(f)s)))"""
 
 
@@ -47,8 +50,8 @@ class RetentionStatements(Statements):
     def finished_jobs_with_objects(
         self, completed_older_than_seconds: float, failed_older_than_seconds: float, limit: int = 100
     ) -> list[Job]:
-        """Finished jobs whose uploaded object can be deleted (completed ones at once, failed
-        ones at the end of their retention, since the retry endpoint needs their input).
+        """Finished jobs whose uploaded object can be deleted (completed and cancelled ones at
+        once, failed ones at the end of their retention, since the retry endpoint needs their input).
         Delete the object, then call clear_object_key."""
         return self._many(
             f"""SELECT {COLUMNS} FROM verification_jobs
@@ -62,12 +65,12 @@ class RetentionStatements(Statements):
         jid = parse_job_id(job_id)
         return jid is not None and self._changed(
             f"""UPDATE verification_jobs SET object_key = NULL
-                 WHERE id = %(id)s AND object_key IS NOT NULL AND status IN {sql_list(COMPLETED, FAILED)}""",
+                 WHERE id = %(id)s AND object_key IS NOT NULL AND status IN {sql_list(*FINISHED_STATUSES)}""",
             {"id": jid},
         ) > 0
 
     def delete_old_jobs(self, completed_days: float, failed_days: float, limit: int = 10_000) -> int:
-        """Delete completed jobs older than `completed_days` and failed ones older than
+        """Delete completed and cancelled jobs older than `completed_days` and failed ones older than
         `failed_days`, counted from completion. Jobs that still have an object_key are kept until
         the sweeper has deleted their object, so no upload is orphaned. History rows are kept.
         Returns the number deleted."""

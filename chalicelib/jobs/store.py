@@ -4,6 +4,7 @@
                                         ▲                     │  │
                                         └──transient error────┘  └──permanent error──▶ failed
                     failed ──retry endpoint / DLQ redrive──▶ queued
+    awaiting_upload | queued | processing ──cancel──▶ cancelled
 
 Every transition is ONE SQL statement whose WHERE clause names the statuses it may start from,
 so duplicate, concurrent and late SQS deliveries are harmless: the statement that loses the race
@@ -15,6 +16,8 @@ matches no row and reports False/None, and the caller acknowledges the message a
   delivers its result, so no result is lost. It writes the history row in the same statement,
   at most once per job (UNIQUE job_id, ON CONFLICT DO NOTHING).
 - `fail_job` keeps the first failure: an already failed job is left as it is.
+- A cancelled job never changes again: no statement but `cancel_job` names `cancelled` among the
+  statuses it starts from, so a late completion, failure, retry, redrive or re-send matches no row.
 
 A database outage raises a `TransientError` with code `DATABASE_UNAVAILABLE`. Ids that are not UUIDs
 match no job (None/False), without a database error.
@@ -27,11 +30,12 @@ from typing import Any, Iterable, Mapping
 from psycopg.types.json import Json
 
 from chalicelib.jobs.cache import ResultCacheStatements
+from chalicelib.jobs.ratelimit import RateLimitStatements
 from chalicelib.jobs.record import Job, new_job_id, parse_job_id
 from chalicelib.jobs.retention import RetentionStatements
 from chalicelib.jobs.statements import COLUMNS
 from chalicelib.vocabulary import (
-    AWAITING_UPLOAD, COMPLETED, FAILED, JOB_STATUSES, JOB_TYPES, PROCESSING, PROGRESS_DONE,
+    AWAITING_UPLOAD, CANCELLED, COMPLETED, FAILED, JOB_STATUSES, JOB_TYPES, PROCESSING, PROGRESS_DONE,
     PROGRESS_HASHED, QUEUED, UNFINISHED_STATUSES, UPLOAD_EXPIRED, VERDICTS, sql_list,
 )
 
@@ -59,7 +63,7 @@ _COMPLETE = f"""WITH done AS (
    SELECT count(*) AS n FROM done"""
 
 
-class JobStore(RetentionStatements, ResultCacheStatements):
+class JobStore(RetentionStatements, ResultCacheStatements, RateLimitStatements):
     """The lifecycle statements; the housekeeping ones come from RetentionStatements, the result
     cache's from ResultCacheStatements."""
 
@@ -218,6 +222,19 @@ class JobStore(RetentionStatements, ResultCacheStatements):
                    SET status = '{FAILED}', error = %(error)s, error_code = %(code)s, completed_at = now()
                  WHERE id = %(id)s AND status IN {sql_list(*UNFINISHED_STATUSES)}""",
             error=error, code=code,
+        )
+
+    def cancel_job(self, job_id: str) -> Job | None:
+        """An unfinished job → cancelled, returned; None when it is finished or unknown. A worker
+        running it notices at its next progress write (see chalicelib/worker.py)."""
+        jid = parse_job_id(job_id)
+        if jid is None:
+            return None
+        return self._one(
+            f"""UPDATE verification_jobs SET status = '{CANCELLED}', completed_at = now()
+                 WHERE id = %(id)s AND status IN {sql_list(*UNFINISHED_STATUSES)}
+                 RETURNING {COLUMNS}""",
+            {"id": jid},
         )
 
     def requeue_failed(self, job_id: str) -> Job | None:

@@ -17,18 +17,21 @@ import requests
 from internetid_cli.formdata import StreamingForm
 
 JOBS = "/api/verification-jobs"
-FINISHED = ("completed", "failed")
+FINISHED = ("completed", "failed", "cancelled")
+RATE_LIMITED = 429  # the API's per-client limit: wait the Retry-After it gives, then go on
 # Answers that mean "not now" rather than "no": worth retrying while polling.
-RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
+LONGEST_RATE_LIMIT_WAIT = 60.0  # the API's windows last a minute
 
 
 class ClientError(Exception):
     """Anything that stops a verification: an HTTP error answer, a network failure, a failed job."""
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 field: str | None = None) -> None:
+                 field: str | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message, self.status, self.code, self.field = message, status, code, field
+        self.retry_after = retry_after  # seconds, when the answer said when to try again
 
     def __str__(self) -> str:
         where = f"HTTP {self.status}" if self.status else None
@@ -68,7 +71,7 @@ def error_from_response(response: requests.Response, what: str) -> ClientError:
         body = None
     if isinstance(body, dict) and body.get("error"):
         return ClientError(f"{what}: {body['error']}", status=response.status_code,
-                           code=body.get("code"), field=body.get("field"))
+                           code=body.get("code"), field=body.get("field"), retry_after=_retry_after_header(response))
     text = response.text or ""
     code = re.search(r"<Code>([^<]*)</Code>", text)
     message = re.search(r"<Message>([^<]*)</Message>", text)
@@ -81,9 +84,12 @@ def error_from_response(response: requests.Response, what: str) -> ClientError:
 
 class ApiClient:
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0,
-                 session: requests.Session | None = None) -> None:
+                 session: requests.Session | None = None, log: Callable[[str], None] = lambda _: None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.log = log  # says when the client waits out the API's rate limit
+        self.sleep = sleep
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = "internetid-cli"
         if api_key:
@@ -93,21 +99,33 @@ class ApiClient:
         """Poll URLs come back relative to the API; storage URLs are absolute."""
         return urljoin(self.base_url + "/", path.lstrip("/")) if not re.match(r"^https?://", path) else path
 
+    def rate_limit_wait(self, seconds: float | None, what: str) -> float:
+        """How long to wait after a 429: the API's Retry-After (a window is at most a minute);
+        says so on the log."""
+        delay = min(seconds if seconds is not None else 1.0, LONGEST_RATE_LIMIT_WAIT)
+        self.log(f"The API's rate limit is reached ({what}); waiting {delay:.0f} s as its Retry-After says")
+        return delay
+
     def _send(self, method: str, url: str, what: str, attempts: int = 3, **kwargs: Any) -> requests.Response:
-        """One request; on 429/503 (the server says "not now" before doing anything) try again."""
+        """One request. A 429 (rate limited) is waited out as long as the API asks; a 503 (the
+        server says "not now" before doing anything) is tried again up to `attempts` times."""
         kwargs.setdefault("timeout", self.timeout)
-        for attempt in range(1, attempts + 1):
+        attempt = 1
+        while True:
             try:
                 response = self.session.request(method, url, **kwargs)
             except requests.RequestException as exc:
                 raise ClientError(f"{what}: cannot reach {url}: {exc}") from exc
-            if response.status_code in (429, 503) and attempt < attempts:
-                time.sleep(retry_after(response, attempt))
+            if response.status_code == RATE_LIMITED:
+                self.sleep(self.rate_limit_wait(_retry_after_header(response), what))
+                continue
+            if response.status_code == 503 and attempt < attempts:
+                self.sleep(retry_after(response, attempt))
+                attempt += 1
                 continue
             if response.status_code >= 400:
                 raise error_from_response(response, what)
             return response
-        raise AssertionError("unreachable")
 
     def submit_inline(self, kind: str, path: str | os.PathLike[str], target: Target, content_type: str,
                       on_read: Callable[[int], None] | None = None) -> Submitted:
@@ -154,6 +172,11 @@ class ApiClient:
                 on_restart()
             time.sleep(min(2.0 ** attempt, 10.0))
 
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        """Cancel an unfinished job; the job as the API answers it (now `cancelled`)."""
+        response = self._send("POST", self.url(f"{JOBS}/{job_id}/cancel"), "cancelling the job")
+        return _json(response, "cancelling the job")
+
     def get_job(self, poll_url: str) -> dict[str, Any]:
         try:
             response = self.session.get(self.url(poll_url), timeout=self.timeout)
@@ -167,18 +190,23 @@ class ApiClient:
                      interval: float = 0.5, timeout: float = 900.0, max_backoff: float = 15.0,
                      sleep: Callable[[float], None] = time.sleep,
                      clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
-        """Poll until the job is completed or failed. Throttling, 5xx and network trouble are
-        waited out with exponential backoff (the job keeps running meanwhile); a 4xx is final."""
+        """Poll until the job is completed, failed or cancelled. The rate limit is waited out for
+        its Retry-After; 5xx and network trouble with exponential backoff (the job keeps running
+        meanwhile); another 4xx is final."""
         deadline = clock() + timeout
         failures = 0
         while True:
             try:
                 job = self.get_job(poll_url)
             except ClientError as exc:
-                if exc.status is not None and exc.status not in RETRYABLE_STATUSES:
+                last_error: ClientError | None = exc
+                if exc.status == RATE_LIMITED:
+                    sleep(min(self.rate_limit_wait(exc.retry_after, "polling the job"), max(0.0, deadline - clock())))
+                    if clock() < deadline:
+                        continue
+                elif exc.status is not None and exc.status not in RETRYABLE_STATUSES:
                     raise
                 failures += 1
-                last_error: ClientError | None = exc
             else:
                 failures, last_error = 0, None
                 if on_update:
@@ -192,11 +220,16 @@ class ApiClient:
             sleep(max(0.0, min(delay, deadline - clock())))
 
 
+def _retry_after_header(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After", "")
+    return float(value) if value.isdigit() else None
+
+
 def retry_after(response: requests.Response, attempt: int) -> float:
     """The server's Retry-After when it gives one in seconds, else exponential backoff."""
-    value = response.headers.get("Retry-After", "")
-    if value.isdigit():
-        return min(float(value), 30.0)
+    given = _retry_after_header(response)
+    if given is not None:
+        return min(given, 30.0)
     return min(0.5 * 2.0 ** attempt, 10.0)
 
 

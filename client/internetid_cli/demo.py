@@ -56,7 +56,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None],
     # Loaded here, not at the top: `verify` and the other commands never import the local runtime.
     from devstack.anchoring import ipfs_add, new_funded_key, register_content, sign_manifest
 
-    client = ApiClient(resolve_api_url(args.api_url), api_key=args.api_key)
+    client = ApiClient(resolve_api_url(args.api_url), api_key=args.api_key, log=log)
     rpc_url, registry = endpoints["rpc_url"], endpoints["registry_address"]
     with tempfile.TemporaryDirectory(prefix="internetid-demo-") as tmp:
         file = Path(tmp) / f"demo-{os.urandom(4).hex()}.bin"

@@ -27,6 +27,14 @@ class Outcome:
     result: dict[str, Any] | None = None
 
 
+class WaitInterrupted(Exception):
+    """Ctrl-C while waiting for a job: the job runs on without us; say how to find it again."""
+
+    def __init__(self, job_id: str, poll_url: str) -> None:
+        super().__init__(f"interrupted while waiting for job {job_id}")
+        self.job_id, self.poll_url = job_id, poll_url
+
+
 def check_file(path: Path) -> int:
     """The file's size, after making sure it is a non-empty regular file."""
     if not path.exists():
@@ -67,9 +75,14 @@ def run(client: ApiClient, kind: str, file: Path, target: Target, *, wait: bool 
         route = "presigned"
     if not wait:
         return Outcome(kind, route, job_id, poll_url)
-    with JobBar(quiet) as bar:
-        job = client.wait_for_job(poll_url, on_update=bar.update, timeout=timeout)
+    try:
+        with JobBar(quiet) as bar:
+            job = client.wait_for_job(poll_url, on_update=bar.update, timeout=timeout)
+    except KeyboardInterrupt:
+        raise WaitInterrupted(job_id, poll_url) from None
     if job.get("status") == "failed":
         code = job.get("errorCode")
         raise ClientError(f"job {job_id} failed: {job.get('error') or 'no reason given'}", code=code)
+    if job.get("status") == "cancelled":
+        raise ClientError(f"job {job_id} was cancelled before it finished")
     return Outcome(kind, route, job_id, poll_url, job=job, result=job.get("result"))

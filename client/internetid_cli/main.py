@@ -14,11 +14,15 @@ from internetid_cli.api import ApiClient, ClientError, Target
 from internetid_cli.config import ConfigError, inline_max, resolve_api_url
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _connection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-url", metavar="URL", help="the API's base URL (default: $INTERNETID_API_URL, else the local "
                         "stack's .stack/endpoints.json, else http://127.0.0.1:8000)")
     parser.add_argument("--api-key", metavar="KEY", default=os.environ.get("INTERNETID_API_KEY"),
                         help="sent as x-api-key (default: $INTERNETID_API_KEY)")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    _connection(parser)
     parser.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
                         help="wait for the job to finish (default) or print its id and poll URL and exit")
     parser.add_argument("--timeout", type=float, default=900.0, metavar="SECONDS",
@@ -51,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="size of the random file (default 8 MiB: over the inline cap, so it is uploaded "
                       "to storage)")
     _common(demo)
+
+    cancel = commands.add_parser("cancel", help="cancel a job that has not finished",
+                                 description="Cancel JOB_ID: the API stops it at its next step and deletes its "
+                                 "file. Exit code: 0 cancelled, 2 error (unknown job, or already finished).")
+    cancel.add_argument("job_id", metavar="JOB_ID")
+    _connection(cancel)
+    cancel.add_argument("--json", action="store_true", help="print the cancelled job as JSON on stdout")
     return parser
 
 
@@ -80,13 +91,36 @@ def finish(outcome: flow.Outcome, args: argparse.Namespace, output: Path | None 
     return report.exit_code(status)
 
 
+def client_for(args: argparse.Namespace) -> ApiClient:
+    """The API client of a command; it says on stderr when it waits out the rate limit."""
+    return ApiClient(resolve_api_url(args.api_url), api_key=args.api_key,
+                     log=_stderr_log(getattr(args, "quiet", False)))
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
-    client = ApiClient(resolve_api_url(args.api_url), api_key=args.api_key)
+    client = client_for(args)
     target = Target(args.registry, args.manifest, args.rpc_url)
     kind = "proof" if args.proof else "verify"
     outcome = flow.run(client, kind, args.file, target, wait=args.wait, quiet=args.quiet,
                        inline_limit=inline_max(), timeout=args.timeout, log=_stderr_log(args.quiet))
     return finish(outcome, args, args.output)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    job = client_for(args).cancel_job(args.job_id)
+    print(json.dumps(job, indent=2) if args.json else f"Job {job.get('jobId', args.job_id)} {job.get('status')}")
+    return report.EXIT_OK
+
+
+def interrupted(stopped: flow.WaitInterrupted, args: argparse.Namespace) -> int:
+    """The job runs on: print its id and the commands to poll or cancel it."""
+    poll = ApiClient(resolve_api_url(args.api_url)).url(stopped.poll_url)
+    api_url = f" --api-url {args.api_url}" if args.api_url else ""
+    print(f"\ninterrupted; job {stopped.job_id} goes on without this command.\n"
+          f"  poll it:   curl -s {poll}\n"
+          f"  cancel it: internetid cancel {stopped.job_id}{api_url}\n"
+          f"         or: curl -s -X POST {poll}/cancel", file=sys.stderr)
+    return report.EXIT_INTERRUPTED
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -95,16 +129,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo.run(args, _stderr_log(args.quiet), finish)
 
 
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"verify": cmd_verify, "demo": cmd_demo,
+                                                            "cancel": cmd_cancel}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return cmd_verify(args) if args.command == "verify" else cmd_demo(args)
+        return COMMANDS[args.command](args)
     except (ClientError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
+    except flow.WaitInterrupted as stopped:
+        return interrupted(stopped, args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+        return report.EXIT_INTERRUPTED
     return report.EXIT_ERROR
 
 

@@ -9,6 +9,7 @@ from typing import Any
 EXIT_OK = 0        # the content checks out
 EXIT_MISMATCH = 1  # WARN or FAIL: verified, and something does not match
 EXIT_ERROR = 2     # could not verify: bad input, HTTP error, failed job, network, missing file
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT (128 + 2)
 
 CHECKS = (
     ("manifestHashOk", "file hash matches the manifest"),

@@ -108,6 +108,8 @@ class Stack:
             # The runner's worker threads share one process, hence one pool: a connection each.
             "DATABASE_POOL_MAX": str(max(opts.workers, 4)),
             "SCHEDULE_INTERVAL_SECONDS": str(opts.schedule_interval_seconds),
+            # Every local client is 127.0.0.1: the rate limit stays off unless asked for.
+            "RATE_LIMIT_PER_MINUTE": os.environ.get("RATE_LIMIT_PER_MINUTE") or "0",
             "PYTHONUNBUFFERED": "1",
             **opts.app_env,
         }

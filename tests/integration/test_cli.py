@@ -160,3 +160,44 @@ def test_demo_round_trip_against_the_stack(stack, tmp_path):
 def test_demo_without_endpoints_says_to_start_the_stack(tmp_path):
     done = cli("demo", cwd=tmp_path)
     assert done.returncode == 2 and "make up" in done.stderr
+
+
+def test_ctrl_c_while_waiting_prints_the_job_and_internetid_cancel_cancels_it(stack, anchored, tmp_path, db):
+    """A user presses Ctrl-C while the job runs (held at its manifest by a gate): the command
+    exits 130 naming the job and how to poll or cancel it; `internetid cancel` then cancels it,
+    and a second cancel of the finished job exits 2 with the API's INVALID_STATE."""
+    import json as json_module
+    import signal
+
+    from tests.integration.conftest import Gate, history_rows, respond
+
+    data = os.urandom(3000)
+    item = anchored(data)
+    file = tmp_path / "held.txt"
+    file.write_bytes(data)
+    api_url = stack.endpoints["api_url"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTERNETID_")}
+    with Gate(respond(200, json_module.dumps(item.manifest).encode())) as gate:
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "internetid_cli.main", "verify", str(file), "--manifest", f"{gate.url}/m.json",
+             "--registry", stack.endpoints["registry_address"], "--api-url", api_url],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            queued = next(line for line in waiting.stderr if "queued" in line)
+            job_id = JOB_ID.search(queued).group(1)
+            gate.next_arrival()  # the worker is inside the job; the command is polling it
+            waiting.send_signal(signal.SIGINT)
+            _, err = waiting.communicate(timeout=60)
+        finally:
+            waiting.kill()
+        assert waiting.returncode == 130, err
+        assert f"job {job_id}" in err
+        assert f"curl -s {api_url}/api/verification-jobs/{job_id}" in err
+        assert f"internetid cancel {job_id} --api-url {api_url}" in err
+
+        cancelled = cli("cancel", job_id, cwd=tmp_path, api_url=api_url)
+        assert cancelled.returncode == 0, cancelled.stderr
+        assert cancelled.stdout == f"Job {job_id} cancelled\n"
+        again = cli("cancel", job_id, cwd=tmp_path, api_url=api_url)
+        assert again.returncode == 2 and "INVALID_STATE" in again.stderr and "cancelled" in again.stderr
+    assert history_rows(db, job_id) == 0

@@ -60,7 +60,7 @@ def database(pg):
 @pytest.fixture(autouse=True)
 def clean(pg):
     with psycopg.connect(pg.url, autocommit=True) as conn:
-        conn.execute("TRUNCATE verification_jobs, verifications")
+        conn.execute("TRUNCATE verification_jobs, verifications, rate_limit_windows")
     yield
 
 
@@ -406,7 +406,7 @@ def test_status_counts(pg, store):
     store.fail_job(new_job().id, "x", "X")
     store.fail_job(new_job().id, "x", "X")
     assert store.status_counts() == {"awaiting_upload": 1, "queued": 1, "processing": 0,
-                                    "completed": 1, "failed": 2}
+                                    "completed": 1, "failed": 2, "cancelled": 0}
 
 
 # --- sweeper -------------------------------------------------------------------------------
@@ -594,3 +594,14 @@ def test_check_constraints_allow_exactly_the_vocabulary(pg):
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
 def test_store_keeps_the_contract(store, check):
     check(store)
+
+
+def test_rate_limit_windows_that_ended_are_deleted_and_the_current_one_kept(pg, store):
+    sql(pg, """INSERT INTO rate_limit_windows (client, window_start, requests)
+               VALUES ('192.0.2.1', date_trunc('minute', now()) - interval '1 minute', 100),
+                      ('192.0.2.1', date_trunc('minute', now()) - interval '1 day', 3)""")
+    store.count_request("192.0.2.1")
+    deleted = store.delete_ended_windows()
+    left = sql(pg, "SELECT client, requests FROM rate_limit_windows")
+    # Unless the minute ended in between (then the current one went too), it alone is left.
+    assert (deleted, left) in ((2, [("192.0.2.1", 1)]), (3, []))

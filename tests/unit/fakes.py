@@ -1,7 +1,7 @@
 """An in-memory job store with the JobStore's methods and transition rules, for unit tests of
 the rooms around it. The SQL itself is tested on real PostgreSQL in
 tests/integration/test_jobs_db.py; this fake does not model concurrency or retention by the clock
-beyond what those unit tests set up, and knows nothing of the history table but a list, nor of the result cache but a dict."""
+beyond what those unit tests set up, and knows nothing of the history table but a list, nor of the result cache and the rate limit's windows but dicts."""
 from __future__ import annotations
 
 import json
@@ -10,10 +10,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 from chalicelib.errors import TransientError
-from chalicelib.jobs import CacheKey, Job, new_job_id, parse_job_id
+from chalicelib.jobs import CacheKey, Job, Window, new_job_id, parse_job_id
 from chalicelib.vocabulary import (
-    AWAITING_UPLOAD, COMPLETED, DATABASE_UNAVAILABLE, FAILED, FINISHED_STATUSES, PROCESSING, QUEUED,
-    UNFINISHED_STATUSES, UPLOAD_EXPIRED,
+    AWAITING_UPLOAD, CANCELLED, COMPLETED, DATABASE_UNAVAILABLE, FAILED, FINISHED_STATUSES, JOB_STATUSES,
+    PROCESSING, QUEUED, UNFINISHED_STATUSES, UPLOAD_EXPIRED,
 )
 
 
@@ -26,11 +26,12 @@ class FakeStore:
         self.jobs: dict[str, Job] = {}
         self.history: list[dict[str, Any]] = []
         self.cache: dict[CacheKey, tuple[dict[str, Any], datetime]] = {}  # key -> (result, checked at)
+        self.windows: dict[tuple[str, datetime], int] = {}  # (client, minute) -> requests
         self.down = False  # every call raises DATABASE_UNAVAILABLE, as an outage would
 
     def __getattribute__(self, name: str) -> Any:
         value = object.__getattribute__(self, name)
-        if name.startswith("_") or name in ("jobs", "history", "cache", "down", "put") or not callable(value):
+        if name.startswith("_") or name in ("jobs", "history", "cache", "windows", "down", "put") or not callable(value):
             return value
 
         def call(*args: Any, **kwargs: Any) -> Any:
@@ -64,7 +65,7 @@ class FakeStore:
         return sorted(found, key=lambda j: (j.created_at, j.id), reverse=True)[offset:offset + limit]
 
     def status_counts(self) -> dict[str, int]:
-        counts = dict.fromkeys((AWAITING_UPLOAD, QUEUED, PROCESSING, COMPLETED, FAILED), 0)
+        counts = dict.fromkeys(JOB_STATUSES, 0)
         for job in self.jobs.values():
             counts[job.status] += 1
         return counts
@@ -109,6 +110,10 @@ class FakeStore:
         job = self._when(job_id, UNFINISHED_STATUSES)
         return job is not None and bool(self.put(job, status=FAILED, error=error, error_code=code, completed_at=now()))
 
+    def cancel_job(self, job_id: str) -> Job | None:
+        job = self._when(job_id, UNFINISHED_STATUSES)
+        return job and self.put(job, status=CANCELLED, completed_at=now())
+
     def _requeue(self, job: Job, enqueued: datetime | None) -> Job:
         return self.put(job, status=QUEUED, progress=0, error=None, error_code=None, started_at=None,
                         completed_at=None, attempts=0, last_enqueued_at=enqueued)
@@ -135,7 +140,8 @@ class FakeStore:
     def finished_jobs_with_objects(self, completed_older_than_seconds: float, failed_older_than_seconds: float,
                                    limit: int = 100) -> list[Job]:
         def old(job: Job) -> bool:
-            age = {COMPLETED: completed_older_than_seconds, FAILED: failed_older_than_seconds}[job.status]
+            age = {COMPLETED: completed_older_than_seconds, CANCELLED: completed_older_than_seconds,
+                   FAILED: failed_older_than_seconds}[job.status]
             return job.completed_at < now() - timedelta(seconds=age)
         return [j for j in self.jobs.values() if j.object_key and j.status in FINISHED_STATUSES and old(j)][:limit]
 
@@ -145,12 +151,24 @@ class FakeStore:
 
     def delete_old_jobs(self, completed_days: float, failed_days: float, limit: int = 10_000) -> int:
         def old(job: Job) -> bool:
-            days = {COMPLETED: completed_days, FAILED: failed_days}.get(job.status)
+            days = {COMPLETED: completed_days, CANCELLED: completed_days, FAILED: failed_days}.get(job.status)
             return days is not None and job.object_key is None and job.completed_at < now() - timedelta(days=days)
         gone = [j.id for j in self.jobs.values() if old(j)][:limit]
         for job_id in gone:
             del self.jobs[job_id]
         return len(gone)
+
+    def count_request(self, client: str) -> Window:
+        moment = now()
+        start = moment.replace(second=0, microsecond=0)
+        self.windows[(client, start)] = self.windows.get((client, start), 0) + 1
+        return Window(self.windows[(client, start)], (start + timedelta(minutes=1) - moment).total_seconds())
+
+    def delete_ended_windows(self, limit: int = 10_000) -> int:
+        ended = [key for key in self.windows if key[1] < now().replace(second=0, microsecond=0)][:limit]
+        for key in ended:
+            del self.windows[key]
+        return len(ended)
 
     def cached_result(self, key: CacheKey, max_age_seconds: float) -> dict[str, Any] | None:
         result, checked_at = self.cache.get(key, (None, None))

@@ -202,7 +202,7 @@ def test_status_of_verify_results_and_proofs():
 
 def run_main(monkeypatch, tmp_path, outcome_or_error, argv):
     def fake_run(client, kind, file, target, **kwargs):
-        if isinstance(outcome_or_error, Exception):
+        if isinstance(outcome_or_error, BaseException):
             raise outcome_or_error
         return outcome_or_error
 
@@ -442,10 +442,14 @@ def test_polling_waits_out_throttling_5xx_and_network_errors(server):
     server.answer(200, {"status": "completed", "progress": 100, "result": {"status": "OK"}})
     sleeps: list[float] = []
     seen: list[str] = []
+    logged: list[str] = []
+    client.log = logged.append
     job = client.wait_for_job("/api/verification-jobs/j", on_update=lambda j: seen.append(j["status"]),
                               interval=0.5, sleep=sleeps.append)
     assert job["status"] == "completed" and seen == ["processing", "completed"]
-    assert sleeps == [1.0, 2.0, 0.5]  # backoff doubles on failures, then back to the interval
+    # the 429's Retry-After, then the backoff of one failure, then back to the interval
+    assert sleeps == [1.0, 1.0, 0.5]
+    assert logged == ["The API's rate limit is reached (polling the job); waiting 1 s as its Retry-After says"]
 
 
 def test_polling_network_errors_are_retried_and_4xx_is_final(monkeypatch):
@@ -490,3 +494,61 @@ def test_error_messages_from_api_json_s3_xml_and_plain_text():
     assert (s3.code, s3.message) == ("EntityTooLarge", "up: Too large")
     plain = error_from_response(response(502, b"<html>Bad Gateway</html>"), "x")
     assert plain.status == 502 and "Bad Gateway" in plain.message
+
+
+# --- the rate limit, cancelling, Ctrl-C ----------------------------------------------------
+
+def test_a_429_is_waited_out_for_its_retry_after_however_often_it_comes(server, tmp_path):
+    file = write(tmp_path / "notes.txt", 300)
+    limited = {"error": "more than 100 requests in a minute from this client", "code": "RATE_LIMITED"}
+    for seconds in ("7", "3", "2", "1"):  # more 429s than the attempts a 503 gets
+        server.answer(429, limited, **{"Retry-After": seconds})
+    server.answer(202, {"mode": "async", "jobId": "j1", "status": "queued", "pollUrl": "/api/verification-jobs/j1"})
+    sleeps: list[float] = []
+    logged: list[str] = []
+    client = ApiClient(server.url, log=logged.append, sleep=sleeps.append)
+    assert client.submit_inline("verify", file, TARGET, "text/plain").job_id == "j1"
+    assert sleeps == [7.0, 3.0, 2.0, 1.0] and len(server.requests) == 5
+    assert logged[0] == "The API's rate limit is reached (submitting the file); waiting 7 s as its Retry-After says"
+    assert {len(r["body"]) for r in server.requests} == {len(server.requests[-1]["body"])}  # the whole form each time
+
+
+def test_cancel_prints_the_cancelled_job_and_a_finished_one_exits_2(server, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    server.answer(200, {"jobId": "j5", "id": "j5", "status": "cancelled", "result": None})
+    assert main.main(["cancel", "j5", "--api-url", server.url]) == 0
+    assert capsys.readouterr().out == "Job j5 cancelled\n"
+    assert server.requests[0]["method"] == "POST" and server.requests[0]["path"] == "/api/verification-jobs/j5/cancel"
+    server.answer(409, {"error": "only unfinished jobs can be cancelled; this one is completed", "code": "INVALID_STATE"})
+    assert main.main(["cancel", "j5", "--api-url", server.url]) == 2
+    err = capsys.readouterr().err
+    assert "this one is completed" in err and "HTTP 409" in err and "INVALID_STATE" in err
+
+
+def test_ctrl_c_while_waiting_leaves_the_job_and_says_how_to_poll_or_cancel_it(tmp_path):
+    client = FakeClient()
+
+    def interrupted_wait(poll_url, on_update=None, timeout=0):
+        raise KeyboardInterrupt
+    client.wait_for_job = interrupted_wait
+    with pytest.raises(flow.WaitInterrupted) as stopped:
+        flow.run(client, "verify", write(tmp_path / "f", 10), TARGET, quiet=True, inline_limit=config.MAX_INLINE)
+    assert (stopped.value.job_id, stopped.value.poll_url) == ("job-1", "/api/verification-jobs/job-1")
+
+
+def test_main_on_ctrl_c_prints_the_job_id_and_the_commands_and_exits_130(monkeypatch, tmp_path, capsys):
+    stopped = flow.WaitInterrupted("job-7", "/api/verification-jobs/job-7")
+    assert run_main(monkeypatch, tmp_path, stopped, ["--api-url", "http://api.example"]) == 130
+    err = capsys.readouterr().err
+    assert "job job-7" in err
+    assert "curl -s http://api.example/api/verification-jobs/job-7\n" in err
+    assert "internetid cancel job-7 --api-url http://api.example" in err
+    assert "curl -s -X POST http://api.example/api/verification-jobs/job-7/cancel" in err
+    assert run_main(monkeypatch, tmp_path, KeyboardInterrupt(), []) == 130  # before any job exists
+
+
+def test_a_cancelled_job_is_an_error(tmp_path):
+    client = FakeClient()
+    client.job = {"status": "cancelled", "progress": 10, "result": None}
+    with pytest.raises(ClientError, match="was cancelled"):
+        flow.run(client, "verify", write(tmp_path / "f", 10), TARGET, quiet=True, inline_limit=config.MAX_INLINE)

@@ -12,7 +12,7 @@ from urllib3 import encode_multipart_formdata
 import app
 from chalicelib.api import endpoints
 from chalicelib.errors import PermanentError, TransientError
-from chalicelib.vocabulary import FAILED, LIST_OFFSET_MAX, QUEUED
+from chalicelib.vocabulary import AWAITING_UPLOAD, CANCELLED, COMPLETED, FAILED, LIST_OFFSET_MAX, QUEUED
 
 from tests.unit.conftest import API_KEY, make_settings
 
@@ -244,14 +244,18 @@ def test_stats_count_the_queue_and_say_when_it_is_unavailable(http, aws, store):
     aws.sqs.send_message(QueueUrl=aws.dlq_url, MessageBody="{}")
     failed = store.create_job(job_type="verify", status=QUEUED, manifest_uri=MANIFEST, registry_address=REGISTRY)
     store.fail_job(failed.id, "x", "MANIFEST_INVALID")
+    store.cancel_job(store.create_job(job_type="verify", status=QUEUED, manifest_uri=MANIFEST,
+                                      registry_address=REGISTRY).id)
+    store.create_job(job_type="proof", status=AWAITING_UPLOAD, manifest_uri=MANIFEST, registry_address=REGISTRY)
     body = json.loads(http.get("/api/verification-jobs/stats").body)
     assert body == {"available": True, "waiting": 1, "active": 0, "delayed": 0, "completed": 0, "failed": 1,
-                    "deadLetter": 1}
+                    "deadLetter": 1, "cancelled": 1, "awaitingUpload": 1}
     aws.sqs.delete_queue(QueueUrl=aws.queue_url)
     response = http.get("/api/verification-jobs/stats")
     assert response.status_code == 200
     assert json.loads(response.body) == {"available": False, "waiting": 0, "active": 0, "delayed": 0,
-                                         "completed": 0, "failed": 1, "deadLetter": 0}
+                                         "completed": 0, "failed": 1, "deadLetter": 0, "cancelled": 1,
+                                         "awaitingUpload": 1}
 
 
 def test_health_names_what_is_down(http, aws, store):
@@ -366,3 +370,44 @@ def test_the_sync_proof_gets_the_file_name_and_hash(http, monkeypatch):
     response = http.post("/api/proof", headers=headers, body=body)
     assert (response.status_code, json.loads(response.body)) == (200, {"version": "1.0"})
     assert seen == [("0x9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "clip.txt")]
+
+
+# --- cancellation ------------------------------------------------------------------------------
+
+def cancel(http, job_id):
+    return http.post(f"/api/verification-jobs/{job_id}/cancel")
+
+
+@pytest.mark.parametrize("status", [AWAITING_UPLOAD, QUEUED])
+def test_cancel_finishes_the_job_and_deletes_its_file(http, aws, store, status):
+    aws.s3.put_object(Bucket=aws.bucket, Key="inline/c", Body=b"data")
+    job = store.create_job(job_type="verify", status=status, manifest_uri=MANIFEST, registry_address=REGISTRY,
+                           object_key="inline/c")
+    response = cancel(http, job.id)
+    assert response.status_code == 200
+    body = json.loads(response.body)
+    assert (body["jobId"], body["status"], body["result"]) == (job.id, CANCELLED, None)
+    assert body["completedAt"] is not None
+    assert aws.s3.list_objects_v2(Bucket=aws.bucket).get("KeyCount") == 0
+    assert store.get_job(job.id).object_key is None
+
+
+def test_cancel_refusals(http, store, failed_job):
+    done = store.create_job(job_type="verify", status=QUEUED, manifest_uri=MANIFEST, registry_address=REGISTRY)
+    store.complete_job(done.id, {"status": "OK"}, {"status": "OK", "file_hash": HASH})
+    for job_id, status in ((done.id, COMPLETED), (failed_job.id, FAILED)):
+        response = cancel(http, job_id)
+        assert (response.status_code, error(response)["code"]) == (409, "INVALID_STATE")
+        assert status in error(response)["error"] and store.get_job(job_id).status == status
+    assert cancel(http, "3f1c4a52-0000-4000-8000-000000000000").status_code == 404
+    assert cancel(http, "not-a-uuid").status_code == 404
+
+
+def test_cancel_when_storage_is_down_still_cancels_and_leaves_the_file_to_the_sweep(http, aws, store):
+    job = store.create_job(job_type="verify", status=QUEUED, manifest_uri=MANIFEST, registry_address=REGISTRY,
+                           object_key="inline/gone")
+    aws.s3.delete_bucket(Bucket=aws.bucket)
+    response = cancel(http, job.id)
+    assert response.status_code == 200 and json.loads(response.body)["status"] == CANCELLED
+    assert store.get_job(job.id).object_key == "inline/gone"  # the sweep deletes cancelled jobs' files
+    assert [j.id for j in store.finished_jobs_with_objects(0.0, 10**9)] == [job.id]

@@ -234,3 +234,12 @@ def test_record_outputs_keeps_the_other_keys(tmp_path):
     assert dev["environment_variables"]["RPC_URL"] == "http://x"
     assert dev["environment_variables"]["QUEUE_URL"] == OUTPUTS["QueueUrl"]
     assert "iam_policy_file" not in dev  # no policy given: IAM settings untouched
+
+
+def test_the_api_throttling_merge_template_throttles_every_method_of_the_stage():
+    """infra/api-throttling.json, merged into `chalice package`'s SAM template, sets stage
+    throttling on every method (API Gateway's coarse shield in front of the per-IP limit)."""
+    merge = json.loads((ROOT / "infra" / "api-throttling.json").read_text(encoding="utf-8"))
+    [setting] = merge["Resources"]["RestAPI"]["Properties"]["MethodSettings"]
+    assert (setting["ResourcePath"], setting["HttpMethod"]) == ("/*", "*")
+    assert 0 < setting["ThrottlingRateLimit"] <= setting["ThrottlingBurstLimit"]

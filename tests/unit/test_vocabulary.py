@@ -15,11 +15,13 @@ MIGRATIONS = CHALICELIB / "db" / "migrations"
 
 
 def _check_values(table: str, column: str) -> set[str]:
-    """The values of `column IN (...)` in the CHECK of `table`'s CREATE TABLE migration."""
+    """The values of `column IN (...)` in the CHECK of `table`: the CREATE TABLE migration's, or
+    the last migration's that replaced it (ALTER TABLE … ADD CONSTRAINT … CHECK)."""
     sql = "\n".join(p.read_text(encoding="utf-8") for p in sorted(MIGRATIONS.glob("*.sql")))
     create = re.search(rf"CREATE TABLE {table} \((.*?)\n\);", sql, re.S).group(1)
-    [values] = re.findall(rf"^\s*{column}\s.*CHECK \({column} IN \(([^)]*)\)\)", create, re.M)
-    return set(re.findall(r"'([^']+)'", values))
+    found = re.findall(rf"^\s*{column}\s.*CHECK \({column} IN \(([^)]*)\)\)", create, re.M)
+    found += re.findall(rf"ALTER TABLE {table} ADD CONSTRAINT \w+\s+CHECK \({column} IN \(([^)]*)\)\)", sql)
+    return set(re.findall(r"'([^']+)'", found[-1]))
 
 
 def test_migrations_check_exactly_the_vocabulary():

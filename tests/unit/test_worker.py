@@ -9,7 +9,7 @@ import pytest
 from chalicelib import worker
 from chalicelib.errors import PermanentError, TransientError
 from chalicelib.queue import MAX_VISIBILITY_SECONDS
-from chalicelib.vocabulary import COMPLETED, FAILED, PROCESSING, QUEUED
+from chalicelib.vocabulary import CANCELLED, COMPLETED, FAILED, PROCESSING, QUEUED
 
 from tests.unit.conftest import invoke_from_queue
 
@@ -161,3 +161,52 @@ def test_processing_jobs_are_taken_again_after_a_crash(aws, store, app, verifica
     store.put(store.get_job(job.id), status=PROCESSING)  # a worker died mid-job
     run_once(aws, app)
     assert store.get_job(job.id).status == COMPLETED
+
+
+@pytest.mark.parametrize("step_after_cancel", [True, False], ids=["cancelled-mid-run", "running-on"])
+def test_a_job_cancelled_while_running_is_abandoned_at_its_next_progress_write(
+        aws, store, app, monkeypatch, step_after_cancel):
+    """The verification core reports a step after the job was cancelled: the attempt stops, the
+    message is consumed, no result and no history row are written; nothing after that step runs."""
+    reached = []
+
+    def verify(file_hash, manifest_uri, registry, rpc_url, settings, progress=None):
+        progress(30)
+        store.cancel_job(job.id)
+        if step_after_cancel:
+            progress(50)
+            reached.append("registry read")
+        return RESULT
+    monkeypatch.setattr(worker, "verify_hash", verify)
+    monkeypatch.setattr(worker.logger, "info", lambda message, **kw: reached.append(message))
+    job = submit(aws, store)
+    assert run_once(aws, app) is True
+    assert aws.count(aws.queue_url) == (0, 0)
+    assert reached == ["job cancelled while running; attempt abandoned"]
+    cancelled = store.get_job(job.id)
+    assert (cancelled.status, cancelled.result, store.history) == (CANCELLED, None, [])
+
+
+def test_a_progress_write_that_changes_nothing_on_a_running_job_does_not_stop_it(aws, store, app, monkeypatch):
+    """A retried attempt reports steps an earlier attempt already passed: not a cancellation."""
+    def verify(file_hash, manifest_uri, registry, rpc_url, settings, progress=None):
+        progress(70)
+        progress(30)
+        return RESULT
+    monkeypatch.setattr(worker, "verify_hash", verify)
+    job = submit(aws, store)
+    run_once(aws, app)
+    assert store.get_job(job.id).status == COMPLETED and len(store.history) == 1
+
+
+def test_an_attempt_that_fails_after_its_job_was_cancelled_is_dropped_not_retried(aws, store, app, monkeypatch):
+    """The cancel deleted the file the attempt was reading: no retry, the message is consumed."""
+    def verify(file_hash, manifest_uri, registry, rpc_url, settings, progress=None):
+        store.cancel_job(job.id)
+        raise TransientError("the upload stream broke", "STORAGE_UNAVAILABLE")
+    monkeypatch.setattr(worker, "verify_hash", verify)
+    job = submit(aws, store)
+    assert run_once(aws, app) is True
+    assert aws.count(aws.queue_url) == (0, 0)
+    cancelled = store.get_job(job.id)
+    assert (cancelled.status, cancelled.retry_count, store.history) == (CANCELLED, 0, [])
