@@ -55,10 +55,11 @@ def upload_arrived(services: Services, key: str, size: int | None) -> bool:
     if job_id is None:
         logger.info("ignoring object outside the uploads prefix", extra={"key": key})
         return False
-    if not services.store.mark_upload_received(job_id, size):
+    job = services.store.mark_upload_received(job_id, size)
+    if job is None:
         logger.info("upload event for a job that is not awaiting upload (repeat or late)", extra={"job_id": job_id})
         return False
-    enqueue_job(services, job_id)
+    enqueue_job(services, job.id, job.type)
     return True
 
 
@@ -79,7 +80,7 @@ def sweep(services: Services) -> SweepReport:
     results."""
     store, settings, report = services.store, services.settings, SweepReport()
     for job in store.jobs_to_resend(settings.stuck_queued_seconds):
-        report.resent += enqueue_job(services, job.id)
+        report.resent += enqueue_job(services, job.id, job.type)
     for job in store.expire_uploads():
         report.uploads_expired += 1
         job_finished("Failed")

@@ -72,7 +72,7 @@ def run_job(services: Services, delivery: Delivery) -> None:
     try:
         result = _execute(services, job)
     except Exception as exc:  # every failure is classified; unknown ones count as transient
-        _handle_failure(services, delivery, _as_job_error(exc))
+        _handle_failure(services, delivery, job, _as_job_error(exc))
         return
     duration_ms = (time.monotonic() - started) * 1000
     if services.store.complete_job(job.id, result, history_row(job, result)):
@@ -139,7 +139,7 @@ def _as_job_error(exc: Exception) -> JobError:
     return TransientError(f"internal error: {type(exc).__name__}: {exc}", INTERNAL_ERROR)
 
 
-def _handle_failure(services: Services, delivery: Delivery, error: JobError) -> None:
+def _handle_failure(services: Services, delivery: Delivery, job: Job, error: JobError) -> None:
     store, settings, job_id = services.store, services.settings, delivery.job_id
     extra = {"job_id": job_id, "code": error.code, "error": error.message, "receive_count": delivery.receive_count}
     if error.permanent:
@@ -151,13 +151,13 @@ def _handle_failure(services: Services, delivery: Delivery, error: JobError) -> 
         # Last allowed receive: record the failure now and let SQS move the message to the
         # dead-letter queue straight away (visibility 0), where it waits for a redrive.
         store.fail_job(job_id, error.message, error.code)
-        services.queue.delay_redelivery(delivery.receipt_handle, 0)
+        services.queue.delay_redelivery(job.type, delivery.receipt_handle, 0)
         logger.warning("job failed after its last attempt; message goes to the dead-letter queue", extra=extra)
         job_finished("Failed")
         raise RetryScheduled(error.message)
     delay = backoff_seconds(settings.retry_base_seconds, delivery.receive_count)
     store.schedule_retry(job_id, error.message, error.code)
-    services.queue.delay_redelivery(delivery.receipt_handle, delay)
+    services.queue.delay_redelivery(job.type, delivery.receipt_handle, delay)
     logger.warning("transient failure; retry scheduled", extra={**extra, "retry_in_seconds": delay})
     job_finished("Retried")
     raise RetryScheduled(error.message)

@@ -44,7 +44,7 @@ from chalicelib.config import STACK_OUTPUT_ENVIRONMENT
 
 DEFAULT_STACK_NAME = "internetid-verification-resources"
 APP_NAME = "internetid-verification"
-WORKER_FUNCTION = "process_verification_job"
+WORKER_FUNCTIONS = ("process_verification_job", "process_proof_job")  # one per work queue
 WORKER_TIMEOUT_SECONDS = 60
 
 # Stack output -> environment variable of the functions.
@@ -90,7 +90,7 @@ def default_config(stage: str = "dev") -> dict:
                 "api_gateway_stage": "api",
                 "environment_variables": {},
                 "lambda_functions": {
-                    WORKER_FUNCTION: {"lambda_timeout": WORKER_TIMEOUT_SECONDS},
+                    **{name: {"lambda_timeout": WORKER_TIMEOUT_SECONDS} for name in WORKER_FUNCTIONS},
                 },
             }
         },
@@ -123,7 +123,8 @@ def update_chalice_config(
     stage_config = config.setdefault("stages", {}).setdefault(stage, {})
     stage_config.setdefault("api_gateway_stage", "api")
     functions = stage_config.setdefault("lambda_functions", {})
-    functions.setdefault(WORKER_FUNCTION, {}).setdefault("lambda_timeout", WORKER_TIMEOUT_SECONDS)
+    for name in WORKER_FUNCTIONS:
+        functions.setdefault(name, {}).setdefault("lambda_timeout", WORKER_TIMEOUT_SECONDS)
     stage_config.setdefault("environment_variables", {}).update(environment_from_outputs(outputs))
     if policy_document is not None:
         policy_name = f"policy-{stage}.json"

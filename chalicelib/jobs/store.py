@@ -130,18 +130,21 @@ class JobStore(RetentionStatements, ResultCacheStatements):
         return self._transition(job_id, f"""UPDATE verification_jobs SET last_enqueued_at = now()
                                              WHERE id = %(id)s AND status IN {_RUNNABLE}""")
 
-    def mark_upload_received(self, job_id: str, object_size: int | None = None) -> bool:
-        """awaiting_upload → queued when the uploaded object lands. True only for the call that
-        made the transition (S3 events repeat). An upload that lands after the sweeper expired
-        the job (S3 accepted it, so the presigned POST was still valid when it began) revives it."""
-        return self._transition(
-            job_id,
+    def mark_upload_received(self, job_id: str, object_size: int | None = None) -> Job | None:
+        """awaiting_upload → queued when the uploaded object lands; the job, only for the call that
+        made the transition (S3 events repeat), else None. An upload that lands after the sweeper
+        expired the job (S3 accepted it, so the presigned POST was still valid when it began) revives it."""
+        jid = parse_job_id(job_id)
+        if jid is None:
+            return None
+        return self._one(
             f"""UPDATE verification_jobs
                    SET status = '{QUEUED}', file_size = coalesce(%(size)s::bigint, file_size),
                        error = NULL, error_code = NULL, completed_at = NULL
                  WHERE id = %(id)s AND (status IN {sql_list(AWAITING_UPLOAD)}
-                       OR (status IN {sql_list(FAILED)} AND error_code = %(expired)s))""",
-            size=object_size, expired=UPLOAD_EXPIRED,
+                       OR (status IN {sql_list(FAILED)} AND error_code = %(expired)s))
+                 RETURNING {COLUMNS}""",
+            {"id": jid, "size": object_size, "expired": UPLOAD_EXPIRED},
         )
 
     def start_attempt(self, job_id: str) -> Job | None:

@@ -189,7 +189,7 @@ def test_invalid_ids_are_not_found_without_database_error(pg, store, bad):
     assert store.get_job(bad) is None
     assert store.start_attempt(bad) is None
     assert store.requeue_failed(bad) is None
-    assert store.mark_upload_received(bad) is False
+    assert store.mark_upload_received(bad) is None
     assert store.complete_job(bad, {}, {"status": "OK", "file_hash": HASH}) is False
     assert store.fail_job(bad, "x", "X") is False
 
@@ -299,7 +299,7 @@ def test_completed_never_goes_backwards(pg, store):
     assert store.set_content_hash(job.id, "0x" + "22" * 32) is False
     assert store.requeue_failed(job.id) is None
     assert store.requeue_dead_lettered([job.id]) == []
-    assert store.mark_upload_received(job.id) is False
+    assert store.mark_upload_received(job.id) is None
     assert store.complete_job(job.id, {"status": "FAIL"}, {"status": "FAIL"}) is False
     assert store.get_job(job.id) == before
     assert len(history_rows(pg, job.id)) == 1
@@ -342,12 +342,12 @@ def test_upload_received_once_and_start_waits_for_it(pg, store):
     job = new_job(status="awaiting_upload", object_key="uploads/a",
                   upload_expires_at=datetime.now(timezone.utc) + timedelta(minutes=15))
     assert store.start_attempt(job.id) is None  # not uploaded yet
-    assert store.mark_upload_received(job.id, object_size=4096) is True
-    assert store.mark_upload_received(job.id, object_size=4096) is False  # repeated S3 event
+    assert store.mark_upload_received(job.id, object_size=4096) is not None
+    assert store.mark_upload_received(job.id, object_size=4096) is None  # repeated S3 event
     got = store.get_job(job.id)
     assert got.status == "queued" and got.file_size == 4096
     assert store.start_attempt(job.id).status == "processing"
-    assert store.mark_upload_received(job.id) is False
+    assert store.mark_upload_received(job.id) is None
 
 
 def test_duplicate_deliveries_complete_once(pg, store):
@@ -452,7 +452,7 @@ def test_expire_uploads(pg, store):
     assert [j.id for j in store.expire_uploads(now + timedelta(hours=1))] == [pending.id]
 
     # An upload S3 accepted just before expiry but reported after the sweep revives the job.
-    assert store.mark_upload_received(late.id, object_size=10) is True
+    assert store.mark_upload_received(late.id, object_size=10) is not None
     revived = store.get_job(late.id)
     assert revived.status == "queued" and revived.error is None and revived.completed_at is None
 

@@ -73,12 +73,12 @@ class FakeStore:
         job = self._when(job_id, (QUEUED, PROCESSING))
         return job is not None and bool(self.put(job, last_enqueued_at=now()))
 
-    def mark_upload_received(self, job_id: str, object_size: int | None = None) -> bool:
+    def mark_upload_received(self, job_id: str, object_size: int | None = None) -> Job | None:
         job = self.get_job(job_id)
         if job is None or not (job.status == AWAITING_UPLOAD or (job.status == FAILED and job.error_code == UPLOAD_EXPIRED)):
-            return False
-        return bool(self.put(job, status=QUEUED, file_size=object_size or job.file_size, error=None,
-                             error_code=None, completed_at=None))
+            return None
+        return self.put(job, status=QUEUED, file_size=object_size or job.file_size, error=None,
+                        error_code=None, completed_at=None)
 
     def start_attempt(self, job_id: str) -> Job | None:
         job = self._when(job_id, (QUEUED, PROCESSING))
