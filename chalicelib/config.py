@@ -98,7 +98,7 @@ class Settings:
     retry_base_seconds: float = 5.0
     # A running job holds a lease this long, renewed (with its message's visibility) every third
     # of it, so a second delivery does not run it twice; a dead worker's lease runs out.
-    lease_seconds: int = 60
+    lease_seconds: float = 60.0
     redrive_batch_messages: int = 100  # dead-letter messages one redrive request moves at most
     stuck_queued_seconds: int = 300
     completed_retention_days: float = 7.0
@@ -149,7 +149,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         upload_url_expiry_seconds=_int(env.get("UPLOAD_URL_EXPIRY_SECONDS"), d.upload_url_expiry_seconds),
         max_retry_attempts=_int(env.get("MAX_RETRY_ATTEMPTS"), d.max_retry_attempts),
         retry_base_seconds=_float(env.get("RETRY_BASE_SECONDS"), d.retry_base_seconds),
-        lease_seconds=_int(env.get("LEASE_SECONDS"), d.lease_seconds),
+        lease_seconds=_float(env.get("LEASE_SECONDS"), d.lease_seconds),
         redrive_batch_messages=_int(env.get("REDRIVE_BATCH_MESSAGES"), d.redrive_batch_messages),
         stuck_queued_seconds=_int(env.get("STUCK_QUEUED_SECONDS"), d.stuck_queued_seconds),
         completed_retention_days=_float(env.get("COMPLETED_RETENTION_DAYS"), d.completed_retention_days),

@@ -51,14 +51,17 @@ class Lane:
 
 @dataclass(frozen=True)
 class QueueDepth:
+    """SQS's approximate counts: visible, in flight (received, or hidden for a retry's backoff)
+    and dead-lettered messages. Retries are hidden received messages, not SQS-delayed ones, so
+    the jobs waiting out a backoff come from the database (the stats' `delayed`)."""
+
     waiting: int = 0
     active: int = 0
-    delayed: int = 0
     dead_letter: int = 0
 
     def __add__(self, other: "QueueDepth") -> "QueueDepth":
         return QueueDepth(self.waiting + other.waiting, self.active + other.active,
-                          self.delayed + other.delayed, self.dead_letter + other.dead_letter)
+                          self.dead_letter + other.dead_letter)
 
 
 @dataclass(frozen=True)
@@ -139,9 +142,7 @@ class WorkQueue:
         return self.sqs().get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
 
     def depth(self) -> Depths:
-        """Approximate message counts of every lane's queues (SQS's own figures, a few seconds
-        stale). `delayed` is SQS's delayed count here; the stats replace it with the jobs that wait
-        out a backoff, which SQS counts as in flight (see worker.backoff_seconds)."""
+        """Approximate message counts of every lane's queues (SQS's own figures, a few seconds stale)."""
         by_url: dict[str, QueueDepth] = {}
         with unavailable_as(QUEUE_UNAVAILABLE, "read the queue depth"):
             for lane in self._distinct_lanes("url"):
@@ -149,7 +150,6 @@ class WorkQueue:
                 by_url[lane.url] = QueueDepth(
                     waiting=int(main.get("ApproximateNumberOfMessages", 0)),
                     active=int(main.get("ApproximateNumberOfMessagesNotVisible", 0)),
-                    delayed=int(main.get("ApproximateNumberOfMessagesDelayed", 0)),
                 )
             for lane in self._distinct_lanes("dead_letter_url"):
                 dead = self._attributes(lane.dead_letter_url, ["ApproximateNumberOfMessages"])

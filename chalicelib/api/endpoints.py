@@ -145,13 +145,16 @@ def stats(services: Services) -> Response:
         except JobError as exc:  # SQS cannot be reached: "not available", per the contract
             logger.warning("queue stats unavailable", extra={"error": exc.message})
         else:
-            body.update(available=True, **_depth_fields(depth.total),
-                        byType={job_type: _depth_fields(d) for job_type, d in depth.by_type.items()})
+            delayed = services.store.delayed_counts()
+            body.update(available=True, **_depth_fields(depth.total, sum(delayed.values())),
+                        byType={job_type: _depth_fields(d, delayed[job_type]) for job_type, d in depth.by_type.items()})
     return json_response(body)
 
 
-def _depth_fields(depth: QueueDepth) -> dict[str, int]:
-    return {"waiting": depth.waiting, "active": depth.active, "delayed": depth.delayed,
+def _depth_fields(depth: QueueDepth, delayed: int) -> dict[str, int]:
+    """A queue's figures for the stats. `delayed` counts the jobs waiting out a retry backoff (from
+    the database); SQS holds their messages as in flight, so `active` leaves them out."""
+    return {"waiting": depth.waiting, "active": max(depth.active - delayed, 0), "delayed": delayed,
             "deadLetter": depth.dead_letter}
 
 

@@ -594,3 +594,46 @@ def test_check_constraints_allow_exactly_the_vocabulary(pg):
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
 def test_store_keeps_the_contract(store, check):
     check(store)
+
+
+# --- leases and retry backoff ------------------------------------------------------------------
+
+TOKEN_A, TOKEN_B = "00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000b"
+
+
+def test_a_live_lease_keeps_a_second_delivery_from_starting_the_job(store):
+    job = new_job()
+    assert store.start_attempt(job.id, TOKEN_A, 60).status == "processing"
+    assert store.start_attempt(job.id, TOKEN_B, 60) is None  # the lease is A's
+    assert store.lease_holder(job.id).id == job.id
+    assert store.renew_lease(job.id, TOKEN_B, 60) is False and store.renew_lease(job.id, TOKEN_A, 60) is True
+    assert store.get_job(job.id).attempts == 1
+
+
+def test_concurrent_deliveries_start_the_job_once(store):
+    job = new_job()
+    tokens = [f"00000000-0000-4000-8000-{i:012d}" for i in range(8)]
+    started = run_threads(8, lambda i: store.start_attempt(job.id, tokens[i], 60))
+    assert sum(result is not None for result in started.values()) == 1
+    assert store.get_job(job.id).attempts == 1
+
+
+def test_a_lease_that_ran_out_is_taken_by_the_next_delivery_and_the_old_holder_loses_it(store):
+    job = new_job()
+    store.start_attempt(job.id, TOKEN_A, 0)  # A's lease is over at once (A died)
+    assert store.lease_holder(job.id) is None
+    assert store.start_attempt(job.id, TOKEN_B, 60).attempts == 2
+    assert store.renew_lease(job.id, TOKEN_A, 60) is False  # A, resumed, learns it lost the job
+    assert store.schedule_retry(job.id, "late", "RPC_UNAVAILABLE", 5, TOKEN_A) is False  # nor sends it back
+    assert store.get_job(job.id).status == "processing"
+
+
+def test_a_scheduled_retry_is_delayed_until_its_backoff_ends_and_lets_the_lease_go(store):
+    waiting, due = new_job(), new_job(job_type="proof")
+    for job, delay in ((waiting, 3600), (due, 0)):
+        store.start_attempt(job.id, TOKEN_A, 60)
+        assert store.schedule_retry(job.id, "RPC down", "RPC_UNAVAILABLE", delay, TOKEN_A)
+    assert store.delayed_counts() == {"verify": 1, "proof": 0}
+    assert store.lease_holder(waiting.id) is None
+    assert store.start_attempt(waiting.id, TOKEN_B, 60) is not None  # the redelivery runs it
+    assert store.delayed_counts() == {"verify": 0, "proof": 0}

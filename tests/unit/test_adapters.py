@@ -92,7 +92,7 @@ def test_each_job_type_has_its_own_queue_and_counts(aws, services):
     aws.sqs.send_message(QueueUrl=aws.proof_dlq_url, MessageBody="{}")
     assert aws.count(aws.queue_url) == (1, 0) and aws.count(aws.proof_queue_url) == (2, 0)
     depth = queue.depth()
-    assert depth.total == QueueDepth(waiting=3, active=0, delayed=0, dead_letter=1)
+    assert depth.total == QueueDepth(waiting=3, active=0, dead_letter=1)
     assert depth.by_type == {"verify": QueueDepth(waiting=1), "proof": QueueDepth(waiting=2, dead_letter=1)}
     [message] = aws.sqs.receive_message(QueueUrl=aws.proof_queue_url, MaxNumberOfMessages=1)["Messages"]
     queue.delay_redelivery("proof", message["ReceiptHandle"], 60)  # a proof's handle, on the proof queue
