@@ -167,13 +167,14 @@ class WorkQueue:
                                                                          "ApproximateNumberOfMessagesNotVisible"])
                                  for lane in self._distinct_lanes("dead_letter_url")))
 
-    def receive_dead_letters(self, hide_seconds: int) -> list[DeadLetter]:
-        """Up to ten messages of the first dead-letter queue that has any, hidden from other
-        readers for `hide_seconds`."""
+    def receive_dead_letters(self, hide_seconds: int, max_messages: int = BATCH) -> list[DeadLetter]:
+        """Up to `max_messages` (at most ten) messages of the first dead-letter queue that has
+        any, hidden from other readers for `hide_seconds`."""
         for lane in self._distinct_lanes("dead_letter_url"):
             with unavailable_as(QUEUE_UNAVAILABLE, "read the dead-letter queue"):
                 messages = self.sqs().receive_message(
-                    QueueUrl=lane.dead_letter_url, MaxNumberOfMessages=BATCH, VisibilityTimeout=hide_seconds,
+                    QueueUrl=lane.dead_letter_url, MaxNumberOfMessages=min(max(max_messages, 1), BATCH),
+                    VisibilityTimeout=hide_seconds,
                     WaitTimeSeconds=0, AttributeNames=["SentTimestamp"],
                 ).get("Messages", [])
             if messages:

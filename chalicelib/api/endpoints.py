@@ -189,7 +189,8 @@ def retry_job(services: Services, request: Request, job_id: str) -> Response:
 def redrive(services: Services, request: Request) -> Response:
     require_api_key(services.settings, request.headers)
     _require_queue(services)
-    return json_response({"moved": len(housekeeping.redrive_dead_letters(services))})
+    report = housekeeping.redrive_dead_letters(services)
+    return json_response({"moved": len(report.moved), "remaining": report.remaining})
 
 
 def _probe(check: Any) -> str:

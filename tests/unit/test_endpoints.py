@@ -336,7 +336,7 @@ def test_retry_when_storage_is_down_is_a_503(http, aws, failed_job):
 def test_redrive_answers_what_it_moved(http, aws, store, failed_job):
     aws.sqs.send_message(QueueUrl=aws.dlq_url, MessageBody=json.dumps({"jobId": failed_job.id}))
     response = http.post("/api/verification-jobs/dead-letter/redrive", headers={"x-api-key": API_KEY})
-    assert (response.status_code, json.loads(response.body)) == (200, {"moved": 1})
+    assert (response.status_code, json.loads(response.body)) == (200, {"moved": 1, "remaining": 0})
     assert store.get_job(failed_job.id).status == QUEUED
 
 
