@@ -34,6 +34,12 @@ from chalicelib.vocabulary import INTERNAL_ERROR, PROGRESS_HASHED, PROGRESS_PERS
 from chalicelib.wiring import Services
 
 
+# The heartbeat hides the message half a lease longer than the lease lasts: when a worker dies,
+# its lease has run out by the time SQS shows the message again, so that delivery runs the job
+# (rather than being put back, which would spend one of the message's receives).
+VISIBILITY_PER_LEASE = 1.5
+
+
 class RetryScheduled(Exception):
     """Raised to leave the message on the queue: SQS redelivers it after the backoff."""
 
@@ -133,7 +139,7 @@ def _heartbeat(services: Services, job: Job, delivery: Delivery, lease_token: st
                     return
             except TransientError as exc:
                 logger.warning("lease renewal failed", extra={"job_id": job.id, "error": exc.message})
-            _hide(services, job, delivery, math.ceil(seconds))
+            _hide(services, job, delivery, math.ceil(seconds * VISIBILITY_PER_LEASE))
             if stop.wait(seconds / 3):
                 return
 
