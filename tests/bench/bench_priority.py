@@ -1,9 +1,10 @@
 """Verify jobs behind a backlog of proofs: their completion latency against the same jobs on an
 idle stack, and the proofs' throughput.
 
-    python -m tests.bench.bench_priority [--proofs 200] [--verifies 20] [--workers 8] [--attach]
+    python -m tests.bench.bench_priority [--proofs 200] [--verifies 20] [--workers 8] [--one-queue] [--attach]
 
 One anchored file; the result cache off, so that every job reads the chain and the manifest.
+One job of each type warms the runner up first.
 1. idle: 20 verify jobs submitted one after another, each job's latency is its completedAt minus
    its createdAt (both the server's clock);
 2. loaded: 200 proof jobs submitted (8 at a time), then the same 20 verify jobs; their
@@ -70,10 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--proofs", type=int, default=200)
     parser.add_argument("--verifies", type=int, default=20)
+    parser.add_argument("--one-queue", action="store_true",
+                        help="proofs share the verify queue (PROOF_QUEUE_URL unset), as before the queues per type")
     add_stack_arguments(parser)
     args = parser.parse_args(argv)
     with bench_stack(attach=args.attach, workers=args.workers, backend=args.backend,
-                     app_env={"RESULT_CACHE_SECONDS": "0"}) as stack:
+                     app_env={"RESULT_CACHE_SECONDS": "0", **({"PROOF_QUEUE_URL": ""} if args.one_queue else {})}) as stack:
         endpoints, api_url = stack.endpoints, stack.api_url
         creator = new_funded_key(endpoints["rpc_url"], endpoints["funded_private_key"])
         data = os.urandom(4096)
@@ -81,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                       ipfs_api_url=endpoints["ipfs_api_url"], creator_key=creator, chain_id=endpoints["chain_id"])
         registry = endpoints["registry_address"]
 
+        say("warming up: one job of each type (the runner imports the app on first use)…")
+        wait_all(api_url, [submit(api_url, registry, item, data, kind) for kind in ("verify", "proof")])
         say(f"idle: {args.verifies} verify jobs…")
         idle = wait_all(api_url, [submit(api_url, registry, item, data, "verify") for _ in range(args.verifies)])
 
@@ -96,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     first = min(parse_time(j["createdAt"]) for j in proof_jobs.values())
     last = max(parse_time(j["completedAt"]) for j in proof_jobs.values())
     span = (last - first).total_seconds()
-    print(f"workers {stack.workers}, proof cap {stack.env.get('PROOF_MAX_CONCURRENCY', '2')} (PROOF_MAX_CONCURRENCY)")
+    print(f"{'one queue for both types' if args.one_queue else 'a queue per type'}, workers {stack.workers}, proof cap {stack.env.get('PROOF_MAX_CONCURRENCY', '2')} (PROOF_MAX_CONCURRENCY)")
     print(f"verify latency, s        p50     p95     max")
     print(f"  idle               {idle_figures[0]:7.2f} {idle_figures[1]:7.2f} {idle_figures[2]:7.2f}")
     print(f"  behind {args.proofs} proofs  {loaded_figures[0]:7.2f} {loaded_figures[1]:7.2f} {loaded_figures[2]:7.2f}")
