@@ -12,8 +12,9 @@ The bucket, queues, alarms and the functions' IAM policy live in their own Cloud
 This script reads the stack's outputs (``describe_stacks``; boto3 honours ``AWS_ENDPOINT_URL``,
 so the same command works against LocalStack or moto) and writes into ``.chalice/config.json``:
 
-* ``stages.<stage>.environment_variables``: ``UPLOAD_BUCKET``, ``QUEUE_URL``, ``QUEUE_NAME``,
-  ``DEAD_LETTER_QUEUE_URL``, ``DEAD_LETTER_QUEUE_NAME``, ``UPLOAD_EVENTS_QUEUE_NAME`` (other variables already there are kept);
+* ``stages.<stage>.environment_variables``: the settings of ``STACK_OUTPUT_ENVIRONMENT``
+  (bucket, the verify and proof queues with their dead-letter queues, the upload-events queue;
+  other variables already there are kept);
 * the functions' permissions, as ``autogen_policy: false`` and ``iam_policy_file:
   "policy-<stage>.json"`` for the stage, with ``.chalice/policy-<stage>.json`` holding the
   document of the stack's managed policy (output ``FunctionPolicyArn``, read back from IAM).
