@@ -283,3 +283,14 @@ def test_a_redrive_moves_a_bounded_batch_each_to_its_own_queue_and_says_how_many
     assert [len(r.moved) for r in reports] == [5, 5, 3] and [r.remaining for r in reports] == [8, 3, 0]
     assert job_ids_on(aws, aws.queue_url) == sorted(j.id for j in verify_jobs)
     assert job_ids_on(aws, aws.proof_queue_url) == sorted(j.id for j in proof_jobs)
+
+
+def test_the_sweeper_and_the_reconciler_cover_the_proof_queue_too(aws, store, services):
+    stuck = new_job(store, job_type="proof")
+    store.put(stuck, updated_at=LONG_AGO)
+    assert housekeeping.sweep(services).resent == 1
+    assert job_ids_on(aws, aws.proof_queue_url) == [stuck.id] and aws.count(aws.queue_url) == (0, 0)
+    died = new_job(store, PROCESSING, job_type="proof")
+    aws.sqs.send_message(QueueUrl=aws.proof_dlq_url, MessageBody=json.dumps({"jobId": died.id}))
+    assert housekeeping.reconcile_dead_letters(services) == 1
+    assert (store.get_job(died.id).status, store.get_job(died.id).error_code) == (FAILED, DEAD_LETTERED)
