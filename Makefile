@@ -42,6 +42,7 @@ bench: venv
 	$(PY) -m tests.bench.bench_pipeline
 	$(PY) -m tests.bench.bench_upload
 	$(PY) -m tests.bench.bench_proof_depth
+	$(PY) -m tests.bench.bench_priority
 
 clean:
 	rm -rf $(VENV) .stack

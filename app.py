@@ -100,7 +100,15 @@ def openapi_document() -> Response:
 
 @app.on_sqs_message(queue=settings().queue_name, batch_size=1)
 def process_verification_job(event: SQSEvent) -> None:
-    """The worker: one job per message; raising leaves the message for SQS to redeliver."""
+    """The verify worker: one job per message; raising leaves the message for SQS to redeliver."""
+    worker.process_event(services(), event.to_dict())
+
+
+@app.on_sqs_message(queue=settings().proof_queue_name, batch_size=1,
+                    maximum_concurrency=settings().proof_max_concurrency)
+def process_proof_job(event: SQSEvent) -> None:
+    """The proof worker, on a queue of its own with a capped concurrency, so that a backlog of
+    proofs cannot take the capacity verify jobs need."""
     worker.process_event(services(), event.to_dict())
 
 

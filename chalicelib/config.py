@@ -22,6 +22,10 @@ STACK_OUTPUT_ENVIRONMENT = {
     "QueueName": "QUEUE_NAME",
     "DeadLetterQueueUrl": "DEAD_LETTER_QUEUE_URL",
     "DeadLetterQueueName": "DEAD_LETTER_QUEUE_NAME",
+    "ProofQueueUrl": "PROOF_QUEUE_URL",
+    "ProofQueueName": "PROOF_QUEUE_NAME",
+    "ProofDeadLetterQueueUrl": "PROOF_DEAD_LETTER_QUEUE_URL",
+    "UploadEventsQueueUrl": "UPLOAD_EVENTS_QUEUE_URL",
     "UploadEventsQueueName": "UPLOAD_EVENTS_QUEUE_NAME",
 }
 
@@ -53,7 +57,9 @@ class Settings:
     """Typed view of the environment. See the configuration table in the README."""
 
     # Storage and queues. No QUEUE_URL means "no queue configured": the job endpoints verify
-    # in the request (sync mode), as the original did without Redis.
+    # in the request (sync mode), as the original did without Redis. QUEUE_URL is the verify
+    # jobs' queue; proofs have their own (PROOF_QUEUE_URL), read at a capped concurrency, so a
+    # backlog of proofs never holds verify jobs back. Without PROOF_QUEUE_URL proofs share QUEUE_URL.
     database_url: str | None = None
     upload_bucket: str | None = None
     uploads_prefix: str = "uploads/"  # presigned uploads: the bucket notifies their arrival
@@ -62,6 +68,11 @@ class Settings:
     dead_letter_queue_url: str | None = None
     queue_name: str = "internetid-verification"
     dead_letter_queue_name: str = "internetid-verification-dlq"
+    proof_queue_url: str | None = None
+    proof_dead_letter_queue_url: str | None = None
+    proof_queue_name: str = "internetid-verification-proof"
+    proof_max_concurrency: int = 2  # the proof worker's MaximumConcurrency (Lambda's minimum is 2)
+    upload_events_queue_url: str | None = None
     upload_events_queue_name: str = "internetid-verification-upload-events"
     database_pool_max: int = 4
 
@@ -86,6 +97,10 @@ class Settings:
     # Retries and retention.
     max_retry_attempts: int = 3
     retry_base_seconds: float = 5.0
+    # A running job holds a lease this long, renewed (with its message's visibility) every third
+    # of it, so a second delivery does not run it twice; a dead worker's lease runs out.
+    lease_seconds: float = 60.0
+    redrive_batch_messages: int = 100  # dead-letter messages one redrive request moves at most
     stuck_queued_seconds: int = 300
     completed_retention_days: float = 7.0
     failed_retention_days: float = 30.0
@@ -114,6 +129,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         dead_letter_queue_url=_str(env.get("DEAD_LETTER_QUEUE_URL")),
         queue_name=env.get("QUEUE_NAME") or d.queue_name,
         dead_letter_queue_name=env.get("DEAD_LETTER_QUEUE_NAME") or d.dead_letter_queue_name,
+        proof_queue_url=_str(env.get("PROOF_QUEUE_URL")),
+        proof_dead_letter_queue_url=_str(env.get("PROOF_DEAD_LETTER_QUEUE_URL")),
+        proof_queue_name=env.get("PROOF_QUEUE_NAME") or d.proof_queue_name,
+        proof_max_concurrency=_int(env.get("PROOF_MAX_CONCURRENCY"), d.proof_max_concurrency),
+        upload_events_queue_url=_str(env.get("UPLOAD_EVENTS_QUEUE_URL")),
         upload_events_queue_name=env.get("UPLOAD_EVENTS_QUEUE_NAME") or d.upload_events_queue_name,
         database_pool_max=_int(env.get("DATABASE_POOL_MAX"), d.database_pool_max),
         rpc_url=_str(env.get("RPC_URL")),
@@ -131,6 +151,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         rate_limit_per_minute=_int(env.get("RATE_LIMIT_PER_MINUTE"), d.rate_limit_per_minute),
         max_retry_attempts=_int(env.get("MAX_RETRY_ATTEMPTS"), d.max_retry_attempts),
         retry_base_seconds=_float(env.get("RETRY_BASE_SECONDS"), d.retry_base_seconds),
+        lease_seconds=_float(env.get("LEASE_SECONDS"), d.lease_seconds),
+        redrive_batch_messages=_int(env.get("REDRIVE_BATCH_MESSAGES"), d.redrive_batch_messages),
         stuck_queued_seconds=_int(env.get("STUCK_QUEUED_SECONDS"), d.stuck_queued_seconds),
         completed_retention_days=_float(env.get("COMPLETED_RETENTION_DAYS"), d.completed_retention_days),
         failed_retention_days=_float(env.get("FAILED_RETENTION_DAYS"), d.failed_retention_days),

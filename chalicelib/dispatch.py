@@ -1,4 +1,4 @@
-"""Putting a recorded job on the work queue: the one place that sends a job's message.
+"""Putting a recorded job on its type's work queue: the one place that sends a job's message.
 
 The order is what keeps jobs from getting lost: the job row exists before its message is sent.
 A failed send leaves a `queued` row with no `last_enqueued_at`, which the sweeper re-sends.
@@ -10,11 +10,11 @@ from chalicelib.telemetry import logger
 from chalicelib.wiring import Services
 
 
-def enqueue_job(services: Services, job_id: str) -> bool:
-    """Send a recorded job's message; False when the send failed (the sweeper sends it later,
-    so the request that recorded the job still succeeds)."""
+def enqueue_job(services: Services, job_id: str, job_type: str) -> bool:
+    """Send a recorded job's message to the queue of its type; False when the send failed (the
+    sweeper sends it later, so the request that recorded the job still succeeds)."""
     try:
-        services.queue.send(job_id)
+        services.queue.send(job_id, job_type)
     except TransientError as exc:
         logger.warning("enqueue failed; the sweeper will re-send", extra={"job_id": job_id, "error": exc.message})
         return False

@@ -42,11 +42,30 @@ def objects_created(body: str) -> Iterator[tuple[str, int | None]]:
             yield unquote_plus(obj.key), obj.get("size")
 
 
+class UploadEventsFailed(Exception):
+    """Raised when some events of a batch could not be handled: the others were deleted already,
+    so SQS delivers only these again (and, after maxReceiveCount, moves them to the dead-letter queue)."""
+
+
 def uploads_arrived(services: Services, event: dict[str, Any]) -> None:
-    """Each object an SQS batch of S3 notifications announces."""
+    """Each object an SQS batch of S3 notifications announces. One event that fails (a malformed
+    notification, the database down) neither holds back nor repeats the others: Chalice has no
+    partial batch responses, so when any fails the ones handled are deleted here and the handler
+    raises for the rest (DESIGN.md)."""
+    handled, failed = [], []
     for record in SQSEvent(event).records:
-        for key, size in objects_created(record.body or ""):
-            upload_arrived(services, key, size)
+        try:
+            for key, size in objects_created(record.body or ""):
+                upload_arrived(services, key, size)
+        except Exception:  # whatever went wrong, this event is retried alone
+            logger.exception("upload event failed; it will be retried", extra={"message_id": record.message_id})
+            failed.append(record.message_id)
+        else:
+            handled.append(record.receipt_handle)
+    if failed:
+        if handled:
+            services.queue.delete_upload_events(handled)
+        raise UploadEventsFailed(f"{len(failed)} of {len(failed) + len(handled)} upload events failed: {failed}")
 
 
 def upload_arrived(services: Services, key: str, size: int | None) -> bool:
@@ -55,15 +74,16 @@ def upload_arrived(services: Services, key: str, size: int | None) -> bool:
     if job_id is None:
         logger.info("ignoring object outside the uploads prefix", extra={"key": key})
         return False
-    if not services.store.mark_upload_received(job_id, size):
-        job = services.store.get_job(job_id)
-        if job is not None and job.status == CANCELLED:  # the file came after the cancel: it has no use
+    job = services.store.mark_upload_received(job_id, size)
+    if job is None:
+        current = services.store.get_job(job_id)
+        if current is not None and current.status == CANCELLED:  # the file came after the cancel: it has no use
             services.storage.delete_object(key)
             logger.info("upload of a cancelled job deleted", extra={"job_id": job_id})
             return False
         logger.info("upload event for a job that is not awaiting upload (repeat or late)", extra={"job_id": job_id})
         return False
-    enqueue_job(services, job_id)
+    enqueue_job(services, job.id, job.type)
     return True
 
 
@@ -84,7 +104,7 @@ def sweep(services: Services) -> SweepReport:
     results."""
     store, settings, report = services.store, services.settings, SweepReport()
     for job in store.jobs_to_resend(settings.stuck_queued_seconds):
-        report.resent += enqueue_job(services, job.id)
+        report.resent += enqueue_job(services, job.id, job.type)
     for job in store.expire_uploads():
         report.uploads_expired += 1
         job_finished("Failed")
@@ -130,14 +150,21 @@ def reconcile_dead_letters(services: Services) -> int:
     return failed
 
 
-def redrive_dead_letters(services: Services) -> list[str]:
-    """Move every dead-letter message back to the work queue, batch by batch; returns the job
-    ids moved. Each batch's failed jobs go back to `queued` before their messages go out, so a
-    worker that picks one up at once finds it ready; a job whose message the work queue then
-    refuses goes back to `failed` (its message is still dead-lettered), never left `queued`
-    where neither the sweeper nor the reconciler would look at it."""
-    store, moved = services.store, []
-    while batch := services.queue.receive_dead_letters(SCAN_HIDE_SECONDS):
+@dataclass
+class RedriveReport:
+    moved: list[str]  # job ids of the messages moved back to their work queues
+    remaining: int  # messages still in the dead-letter queues: call again while above 0
+
+
+def redrive_dead_letters(services: Services) -> RedriveReport:
+    """Move up to REDRIVE_BATCH_MESSAGES dead-letter messages back to the work queue of their
+    lane, batch by batch, so that one request ends well within API Gateway's 29 s. Each batch's
+    failed jobs go back to `queued` before their messages go out, so a worker that picks one up
+    at once finds it ready; a job whose message the work queue then refuses goes back to `failed`
+    (its message is still dead-lettered), never left `queued` where neither the sweeper nor the
+    reconciler would look at it."""
+    store, moved, limit = services.store, [], services.settings.redrive_batch_messages
+    while len(moved) < limit and (batch := services.queue.receive_dead_letters(SCAN_HIDE_SECONDS, limit - len(moved))):
         requeued = set(store.requeue_dead_lettered([m.job_id for m in batch if m.job_id]))
         try:
             sent = services.queue.move_to_work_queue(batch)
@@ -150,4 +177,4 @@ def redrive_dead_letters(services: Services) -> list[str]:
         if not sent:
             raise TransientError("the work queue refused the redriven messages", QUEUE_UNAVAILABLE)
         moved.extend(m.job_id for m in sent if m.job_id)
-    return moved
+    return RedriveReport(moved=moved, remaining=services.queue.dead_letters_left())

@@ -1,5 +1,8 @@
-"""The SQS adapter for the work queue and its dead-letter queue: send, delay, depth, scan, move.
+"""The SQS adapter for the work queues, their dead-letter queues and the upload-events queue:
+send, delay, delete, depth, scan, move.
 
+Each job type has a lane: its work queue and that queue's dead-letter queue (verify jobs on
+QUEUE_URL, proofs on PROOF_QUEUE_URL; a deployment without a proof queue runs both on one).
 A message carries only `{"jobId": ...}`; everything else lives in the job row, so a message
 can be re-sent or redriven any number of times without carrying stale data. Every botocore
 failure comes out as TransientError(QUEUE_UNAVAILABLE).
@@ -7,13 +10,14 @@ failure comes out as TransientError(QUEUE_UNAVAILABLE).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from chalicelib.aws import LazyClient, unavailable_as
 from chalicelib.config import Settings
-from chalicelib.vocabulary import QUEUE_UNAVAILABLE
+from chalicelib.errors import TransientError
+from chalicelib.vocabulary import JOB_TYPES, PROOF, QUEUE_UNAVAILABLE, VERIFY
 
 # SQS refuses a visibility that takes a message past 12 hours from its receive; a worker holds it
 # for at most a Lambda timeout (15 minutes) before asking, so the longest backoff leaves that much.
@@ -37,77 +41,153 @@ def job_id_from_body(body: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class Lane:
+    """One job type's work queue and its dead-letter queue."""
+
+    job_type: str
+    url: str | None
+    dead_letter_url: str | None
+
+
+@dataclass(frozen=True)
 class QueueDepth:
-    waiting: int
-    active: int
-    delayed: int
-    dead_letter: int
+    """SQS's approximate counts: visible, in flight (received, or hidden for a retry's backoff)
+    and dead-lettered messages. Retries are hidden received messages, not SQS-delayed ones, so
+    the jobs waiting out a backoff come from the database (the stats' `delayed`)."""
+
+    waiting: int = 0
+    active: int = 0
+    dead_letter: int = 0
+
+    def __add__(self, other: "QueueDepth") -> "QueueDepth":
+        return QueueDepth(self.waiting + other.waiting, self.active + other.active,
+                          self.dead_letter + other.dead_letter)
+
+
+@dataclass(frozen=True)
+class Depths:
+    """The queues' figures, in all and per job type (lanes that share a queue count it once)."""
+
+    total: QueueDepth
+    by_type: dict[str, QueueDepth] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """A message of the dead-letter queue, as a redrive or a scan sees it."""
+    """A message of a dead-letter queue, as a redrive or a scan sees it."""
 
     job_id: str | None
     body: str
     receipt_handle: str
     sent_at: datetime  # SQS keeps the first SentTimestamp when it dead-letters a message
+    lane: Lane  # the lane whose dead-letter queue holds it: a redrive sends it back to lane.url
 
 
 class WorkQueue:
     def __init__(self, settings: Settings, sqs: Any = None) -> None:
-        self.url = settings.queue_url
-        self.dead_letter_url = settings.dead_letter_queue_url
+        verify = Lane(VERIFY, settings.queue_url, settings.dead_letter_queue_url)
+        proof = Lane(PROOF, settings.proof_queue_url, settings.proof_dead_letter_queue_url) \
+            if settings.proof_queue_url else Lane(PROOF, verify.url, verify.dead_letter_url)
+        self.lanes = {VERIFY: verify, PROOF: proof}
+        self.upload_events_url = settings.upload_events_queue_url
+        self.upload_events_name = settings.upload_events_queue_name
         self.sqs = LazyClient("sqs", sqs)
 
-    def send(self, job_id: str) -> None:
-        with unavailable_as(QUEUE_UNAVAILABLE, "enqueue the job"):
-            self.sqs().send_message(QueueUrl=self.url, MessageBody=message_body(job_id))
+    def lane(self, job_type: str) -> Lane:
+        if job_type not in JOB_TYPES:
+            raise ValueError(f"unknown job type: {job_type!r}")
+        return self.lanes[job_type]
 
-    def delay_redelivery(self, receipt_handle: str, seconds: int) -> None:
-        """Hold the message invisible for `seconds`: SQS redelivers it when they run out."""
-        with unavailable_as(QUEUE_UNAVAILABLE, "delay the message"):
-            self.sqs().change_message_visibility(QueueUrl=self.url, ReceiptHandle=receipt_handle,
-                                               VisibilityTimeout=min(max(seconds, 0), MAX_VISIBILITY_SECONDS))
+    def _distinct_lanes(self, attribute: str) -> list[Lane]:
+        """One lane per distinct queue URL in `attribute` (a queue two lanes share counts once)."""
+        seen: dict[str, Lane] = {}
+        for lane in self.lanes.values():
+            url = getattr(lane, attribute)
+            if url and url not in seen:
+                seen[url] = lane
+        return list(seen.values())
+
+    def send(self, job_id: str, job_type: str) -> None:
+        with unavailable_as(QUEUE_UNAVAILABLE, "enqueue the job"):
+            self.sqs().send_message(QueueUrl=self.lane(job_type).url, MessageBody=message_body(job_id))
+
+    def delay_redelivery(self, job_type: str, receipt_handle: str, seconds: int) -> None:
+        """Hold a message of `job_type`'s queue invisible for `seconds`: SQS redelivers it when they
+        run out. Also the lease's heartbeat, which keeps a running job's message invisible."""
+        with unavailable_as(QUEUE_UNAVAILABLE, "change the message's visibility"):
+            self.sqs().change_message_visibility(QueueUrl=self.lane(job_type).url, ReceiptHandle=receipt_handle,
+                                                 VisibilityTimeout=min(max(seconds, 0), MAX_VISIBILITY_SECONDS))
+
+    def delete_upload_events(self, receipt_handles: list[str]) -> None:
+        """Delete handled messages of the upload-events queue (a batch's successes, so that a
+        failure elsewhere in the batch does not make SQS deliver them again)."""
+        with unavailable_as(QUEUE_UNAVAILABLE, "delete the handled upload events"):
+            url = self.upload_events_url or self.sqs().get_queue_url(QueueName=self.upload_events_name)["QueueUrl"]
+            for start in range(0, len(receipt_handles), BATCH):
+                answer = self.sqs().delete_message_batch(QueueUrl=url, Entries=[
+                    {"Id": str(i), "ReceiptHandle": handle}
+                    for i, handle in enumerate(receipt_handles[start:start + BATCH])])
+                if answer.get("Failed"):
+                    raise TransientError(f"could not delete upload events: {answer['Failed']}", QUEUE_UNAVAILABLE)
 
     def check(self) -> None:
-        """Raise when the work queue cannot be reached (the health check)."""
+        """Raise when a work queue cannot be reached (the health check)."""
         with unavailable_as(QUEUE_UNAVAILABLE, "reach the work queue"):
-            self.sqs().get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])
+            for lane in self._distinct_lanes("url"):
+                self.sqs().get_queue_attributes(QueueUrl=lane.url, AttributeNames=["QueueArn"])
 
-    def depth(self) -> QueueDepth:
-        """Approximate message counts of both queues (SQS's own figures, a few seconds stale)."""
+    def _attributes(self, url: str | None, names: list[str]) -> dict[str, str]:
+        if not url:
+            return {}
+        return self.sqs().get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+
+    def depth(self) -> Depths:
+        """Approximate message counts of every lane's queues (SQS's own figures, a few seconds stale)."""
+        by_url: dict[str, QueueDepth] = {}
         with unavailable_as(QUEUE_UNAVAILABLE, "read the queue depth"):
-            main = self.sqs().get_queue_attributes(QueueUrl=self.url, AttributeNames=["All"])["Attributes"]
-            dead = {}
-            if self.dead_letter_url:
-                dead = self.sqs().get_queue_attributes(
-                    QueueUrl=self.dead_letter_url, AttributeNames=["ApproximateNumberOfMessages"]
-                )["Attributes"]
-        return QueueDepth(
-            waiting=int(main.get("ApproximateNumberOfMessages", 0)),
-            active=int(main.get("ApproximateNumberOfMessagesNotVisible", 0)),
-            delayed=int(main.get("ApproximateNumberOfMessagesDelayed", 0)),
-            dead_letter=int(dead.get("ApproximateNumberOfMessages", 0)),
-        )
+            for lane in self._distinct_lanes("url"):
+                main = self._attributes(lane.url, ["All"])
+                by_url[lane.url] = QueueDepth(
+                    waiting=int(main.get("ApproximateNumberOfMessages", 0)),
+                    active=int(main.get("ApproximateNumberOfMessagesNotVisible", 0)),
+                )
+            for lane in self._distinct_lanes("dead_letter_url"):
+                dead = self._attributes(lane.dead_letter_url, ["ApproximateNumberOfMessages"])
+                by_url[lane.dead_letter_url] = QueueDepth(dead_letter=int(dead.get("ApproximateNumberOfMessages", 0)))
+        total = sum(by_url.values(), QueueDepth())
+        by_type = {job_type: by_url.get(lane.url or "", QueueDepth()) + by_url.get(lane.dead_letter_url or "", QueueDepth())
+                   for job_type, lane in self.lanes.items()}
+        return Depths(total=total, by_type=by_type)
 
-    def receive_dead_letters(self, hide_seconds: int) -> list[DeadLetter]:
-        """Up to ten dead-letter messages, hidden from other readers for `hide_seconds`."""
-        if not self.dead_letter_url:
-            return []
-        with unavailable_as(QUEUE_UNAVAILABLE, "read the dead-letter queue"):
-            messages = self.sqs().receive_message(
-                QueueUrl=self.dead_letter_url, MaxNumberOfMessages=BATCH, VisibilityTimeout=hide_seconds,
-                WaitTimeSeconds=0, AttributeNames=["SentTimestamp"],
-            ).get("Messages", [])
-        return [DeadLetter(
-            job_id=job_id_from_body(m["Body"]), body=m["Body"], receipt_handle=m["ReceiptHandle"],
-            sent_at=datetime.fromtimestamp(int(m.get("Attributes", {}).get("SentTimestamp", "0")) / 1000,
-                                           timezone.utc),
-        ) for m in messages]
+    def dead_letters_left(self) -> int:
+        """Messages in the dead-letter queues, visible or hidden by a scan (what a redrive has left)."""
+        with unavailable_as(QUEUE_UNAVAILABLE, "read the dead-letter queue depth"):
+            return sum(int(a.get("ApproximateNumberOfMessages", 0)) + int(a.get("ApproximateNumberOfMessagesNotVisible", 0))
+                       for a in (self._attributes(lane.dead_letter_url, ["ApproximateNumberOfMessages",
+                                                                         "ApproximateNumberOfMessagesNotVisible"])
+                                 for lane in self._distinct_lanes("dead_letter_url")))
+
+    def receive_dead_letters(self, hide_seconds: int, max_messages: int = BATCH) -> list[DeadLetter]:
+        """Up to `max_messages` (at most ten) messages of the first dead-letter queue that has
+        any, hidden from other readers for `hide_seconds`."""
+        for lane in self._distinct_lanes("dead_letter_url"):
+            with unavailable_as(QUEUE_UNAVAILABLE, "read the dead-letter queue"):
+                messages = self.sqs().receive_message(
+                    QueueUrl=lane.dead_letter_url, MaxNumberOfMessages=min(max(max_messages, 1), BATCH),
+                    VisibilityTimeout=hide_seconds,
+                    WaitTimeSeconds=0, AttributeNames=["SentTimestamp"],
+                ).get("Messages", [])
+            if messages:
+                return [DeadLetter(
+                    job_id=job_id_from_body(m["Body"]), body=m["Body"], receipt_handle=m["ReceiptHandle"],
+                    sent_at=datetime.fromtimestamp(int(m.get("Attributes", {}).get("SentTimestamp", "0")) / 1000,
+                                                   timezone.utc),
+                    lane=lane,
+                ) for m in messages]
+        return []
 
     def peek_dead_letters(self, max_messages: int = 100) -> list[DeadLetter]:
-        """The messages of the dead-letter queue, left there. Each receive hides what it read,
+        """The messages of the dead-letter queues, left there. Each receive hides what it read,
         so the next one brings others (a receive that may show the same ones again would end
         the scan early); at the end all of them are made visible again."""
         found: list[DeadLetter] = []
@@ -123,23 +203,34 @@ class WorkQueue:
 
     def release(self, messages: list[DeadLetter]) -> None:
         """Make dead-letter messages visible again at once."""
-        for start in range(0, len(messages), BATCH):
-            chunk = messages[start:start + BATCH]
+        for lane, chunk in _chunks_by_lane(messages):
             with unavailable_as(QUEUE_UNAVAILABLE, "release the dead-letter messages"):
-                self.sqs().change_message_visibility_batch(QueueUrl=self.dead_letter_url, Entries=[
+                self.sqs().change_message_visibility_batch(QueueUrl=lane.dead_letter_url, Entries=[
                     {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": 0}
                     for i, m in enumerate(chunk)])
 
     def move_to_work_queue(self, messages: list[DeadLetter]) -> list[DeadLetter]:
-        """Send dead-letter messages (at most ten) to the work queue, then delete the ones sent
-        from the dead-letter queue; returns those. Send first, delete second: a crash in between
-        leaves a duplicate, which the worker absorbs, never a lost message."""
-        with unavailable_as(QUEUE_UNAVAILABLE, "redrive the dead-letter messages"):
-            sent = self.sqs().send_message_batch(
-                QueueUrl=self.url, Entries=[{"Id": str(i), "MessageBody": m.body} for i, m in enumerate(messages)],
-            ).get("Successful", [])
-            done = [messages[int(entry["Id"])] for entry in sent]
-            if done:
-                self.sqs().delete_message_batch(QueueUrl=self.dead_letter_url, Entries=[
-                    {"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(done)])
+        """Send dead-letter messages back to the work queue of their lane, then delete the ones
+        sent from their dead-letter queue; returns those. Send first, delete second: a crash in
+        between leaves a duplicate, which the worker absorbs, never a lost message."""
+        done: list[DeadLetter] = []
+        for lane, chunk in _chunks_by_lane(messages):
+            with unavailable_as(QUEUE_UNAVAILABLE, "redrive the dead-letter messages"):
+                sent = self.sqs().send_message_batch(
+                    QueueUrl=lane.url, Entries=[{"Id": str(i), "MessageBody": m.body} for i, m in enumerate(chunk)],
+                ).get("Successful", [])
+                moved = [chunk[int(entry["Id"])] for entry in sent]
+                if moved:
+                    self.sqs().delete_message_batch(QueueUrl=lane.dead_letter_url, Entries=[
+                        {"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(moved)])
+            done.extend(moved)
         return done
+
+
+def _chunks_by_lane(messages: list[DeadLetter]) -> list[tuple[Lane, list[DeadLetter]]]:
+    """Messages grouped by their lane, in chunks of at most one batch call."""
+    groups: dict[Lane, list[DeadLetter]] = {}
+    for message in messages:
+        groups.setdefault(message.lane, []).append(message)
+    return [(lane, group[start:start + BATCH]) for lane, group in groups.items()
+            for start in range(0, len(group), BATCH)]

@@ -5,10 +5,20 @@ that are already finished, and `complete_job` writes the result and the history 
 transaction that only the first finisher wins. A transient failure puts the job back to
 `queued`, stretches the message's visibility for backoff and raises, so that SQS (not this
 code) redelivers it and, after `maxReceiveCount` receives, moves it to the dead-letter queue.
+
+While a job runs, its worker holds the job's lease (taken by `start_attempt`) and a heartbeat
+renews it and the message's visibility every third of LEASE_SECONDS, so the message stays hidden
+however long the job runs. A delivery that finds a live lease does not run the job a second time:
+it puts its message back for a lease's length and raises (no failure is recorded). A worker that
+dies stops renewing; its lease runs out and the next delivery runs the job again.
 """
 from __future__ import annotations
 
+import math
+import threading
 import time
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -24,12 +34,23 @@ from chalicelib.vocabulary import CANCELLED, INTERNAL_ERROR, PROGRESS_HASHED, PR
 from chalicelib.wiring import Services
 
 
+# The heartbeat hides the message half a lease longer than the lease lasts: when a worker dies,
+# its lease has run out by the time SQS shows the message again, so that delivery runs the job
+# (rather than being put back, which would spend one of the message's receives).
+VISIBILITY_PER_LEASE = 1.5
+
+
 class RetryScheduled(Exception):
     """Raised to leave the message on the queue: SQS redelivers it after the backoff."""
 
 
 class AttemptAbandoned(Exception):
     """The job was cancelled while this attempt ran: stop, keep no result, consume the message."""
+
+
+class LeaseHeld(RetryScheduled):
+    """Raised for a delivery of a job another worker runs under a live lease: the message stays
+    (hidden for a lease's length), neither deleted nor counted as a failure."""
 
 
 @dataclass(frozen=True)
@@ -68,21 +89,26 @@ def backoff_seconds(base_seconds: float, receive_count: int) -> int:
 
 
 def run_job(services: Services, delivery: Delivery) -> None:
-    job = services.store.start_attempt(delivery.job_id)
+    lease_token, lease_seconds = str(uuid.uuid4()), services.settings.lease_seconds
+    job = services.store.start_attempt(delivery.job_id, lease_token, lease_seconds)
     if job is None:
-        logger.info("delivery ignored: job finished, unknown or not ready", extra={"job_id": delivery.job_id})
+        _not_started(services, delivery)
         return
     started = time.monotonic()
-    try:
-        result = _execute(services, job)
-    except AttemptAbandoned:
-        logger.info("job cancelled while running; attempt abandoned", extra={"job_id": job.id})
-        return
-    except Exception as exc:  # every failure is classified; unknown ones count as transient
+    error: JobError | None = None
+    with _heartbeat(services, job, delivery, lease_token):
+        try:
+            result = _execute(services, job)
+        except AttemptAbandoned:
+            logger.info("job cancelled while running; attempt abandoned", extra={"job_id": job.id})
+            return
+        except Exception as exc:  # every failure is classified; unknown ones count as transient
+            error = _as_job_error(exc)
+    if error is not None:
         if _is_cancelled(services, job.id):  # e.g. its file was deleted by the cancel mid-read
             logger.info("job cancelled while running; attempt abandoned", extra={"job_id": job.id})
             return
-        _handle_failure(services, delivery, _as_job_error(exc))
+        _handle_failure(services, delivery, job, error, lease_token)
         return
     duration_ms = (time.monotonic() - started) * 1000
     if services.store.complete_job(job.id, result, history_row(job, result)):
@@ -105,6 +131,50 @@ def _unless_cancelled(services: Services, job_id: str, written: bool) -> None:
     (or only that an earlier attempt got further); then stop the attempt."""
     if not written and _is_cancelled(services, job_id):
         raise AttemptAbandoned(job_id)
+
+
+def _not_started(services: Services, delivery: Delivery) -> None:
+    """A delivery whose job did not start: consumed, unless another worker holds the job's
+    lease, in which case it comes back after a lease's length (by then the job is finished and
+    the copy is consumed, or its worker died and the copy runs it)."""
+    holder = services.store.lease_holder(delivery.job_id)
+    if holder is None:
+        logger.info("delivery ignored: job finished, unknown or not ready", extra={"job_id": delivery.job_id})
+        return
+    seconds = math.ceil(services.settings.lease_seconds)
+    logger.info("job is running under another worker's lease; delivery put back",
+                extra={"job_id": delivery.job_id, "retry_in_seconds": seconds})
+    _hide(services, holder, delivery, seconds)
+    raise LeaseHeld(f"job {delivery.job_id} is running under another worker's lease")
+
+
+@contextmanager
+def _heartbeat(services: Services, job: Job, delivery: Delivery, lease_token: str) -> Iterator[None]:
+    """Renew the lease and the message's visibility now and every third of LEASE_SECONDS until
+    the block ends. A renewal that fails (database or queue down) is logged and tried again on
+    the next beat: the job goes on, and at worst a copy runs it once the lease runs out."""
+    seconds = services.settings.lease_seconds
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                if not services.store.renew_lease(job.id, lease_token, seconds):
+                    logger.warning("lease lost: another delivery runs the job now", extra={"job_id": job.id})
+                    return
+            except TransientError as exc:
+                logger.warning("lease renewal failed", extra={"job_id": job.id, "error": exc.message})
+            _hide(services, job, delivery, math.ceil(seconds * VISIBILITY_PER_LEASE))
+            if stop.wait(seconds / 3):
+                return
+
+    thread = threading.Thread(target=beat, name=f"lease-{job.id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _execute(services: Services, job: Job) -> dict[str, Any]:
@@ -165,7 +235,7 @@ def _as_job_error(exc: Exception) -> JobError:
     return TransientError(f"internal error: {type(exc).__name__}: {exc}", INTERNAL_ERROR)
 
 
-def _handle_failure(services: Services, delivery: Delivery, error: JobError) -> None:
+def _handle_failure(services: Services, delivery: Delivery, job: Job, error: JobError, lease_token: str) -> None:
     store, settings, job_id = services.store, services.settings, delivery.job_id
     extra = {"job_id": job_id, "code": error.code, "error": error.message, "receive_count": delivery.receive_count}
     if error.permanent:
@@ -177,16 +247,26 @@ def _handle_failure(services: Services, delivery: Delivery, error: JobError) -> 
         # Last allowed receive: record the failure now and let SQS move the message to the
         # dead-letter queue straight away (visibility 0), where it waits for a redrive.
         store.fail_job(job_id, error.message, error.code)
-        services.queue.delay_redelivery(delivery.receipt_handle, 0)
+        _hide(services, job, delivery, 0)
         logger.warning("job failed after its last attempt; message goes to the dead-letter queue", extra=extra)
         job_finished("Failed")
         raise RetryScheduled(error.message)
     delay = backoff_seconds(settings.retry_base_seconds, delivery.receive_count)
-    store.schedule_retry(job_id, error.message, error.code)
-    services.queue.delay_redelivery(delivery.receipt_handle, delay)
+    store.schedule_retry(job_id, error.message, error.code, delay, lease_token)
+    _hide(services, job, delivery, delay)
     logger.warning("transient failure; retry scheduled", extra={**extra, "retry_in_seconds": delay})
     job_finished("Retried")
     raise RetryScheduled(error.message)
+
+
+def _hide(services: Services, job: Job, delivery: Delivery, seconds: int) -> None:
+    """Set the message's visibility before the handler raises to leave it on the queue. When SQS
+    refuses, the queue's own visibility timeout brings the message back instead: a retry sooner or
+    later than planned, never a lost job."""
+    try:
+        services.queue.delay_redelivery(job.type, delivery.receipt_handle, seconds)
+    except TransientError as exc:
+        logger.warning("could not set the message's visibility", extra={"job_id": job.id, "error": exc.message})
 
 
 def _status_of(result: dict[str, Any]) -> str:

@@ -12,8 +12,9 @@ The bucket, queues, alarms and the functions' IAM policy live in their own Cloud
 This script reads the stack's outputs (``describe_stacks``; boto3 honours ``AWS_ENDPOINT_URL``,
 so the same command works against LocalStack or moto) and writes into ``.chalice/config.json``:
 
-* ``stages.<stage>.environment_variables``: ``UPLOAD_BUCKET``, ``QUEUE_URL``, ``QUEUE_NAME``,
-  ``DEAD_LETTER_QUEUE_URL``, ``DEAD_LETTER_QUEUE_NAME``, ``UPLOAD_EVENTS_QUEUE_NAME`` (other variables already there are kept);
+* ``stages.<stage>.environment_variables``: the settings of ``STACK_OUTPUT_ENVIRONMENT``
+  (bucket, the verify and proof queues with their dead-letter queues, the upload-events queue;
+  other variables already there are kept);
 * the functions' permissions, as ``autogen_policy: false`` and ``iam_policy_file:
   "policy-<stage>.json"`` for the stage, with ``.chalice/policy-<stage>.json`` holding the
   document of the stack's managed policy (output ``FunctionPolicyArn``, read back from IAM).
@@ -44,7 +45,7 @@ from chalicelib.config import STACK_OUTPUT_ENVIRONMENT
 
 DEFAULT_STACK_NAME = "internetid-verification-resources"
 APP_NAME = "internetid-verification"
-WORKER_FUNCTION = "process_verification_job"
+WORKER_FUNCTIONS = ("process_verification_job", "process_proof_job")  # one per work queue
 WORKER_TIMEOUT_SECONDS = 60
 
 # Stack output -> environment variable of the functions.
@@ -90,7 +91,7 @@ def default_config(stage: str = "dev") -> dict:
                 "api_gateway_stage": "api",
                 "environment_variables": {},
                 "lambda_functions": {
-                    WORKER_FUNCTION: {"lambda_timeout": WORKER_TIMEOUT_SECONDS},
+                    **{name: {"lambda_timeout": WORKER_TIMEOUT_SECONDS} for name in WORKER_FUNCTIONS},
                 },
             }
         },
@@ -123,7 +124,8 @@ def update_chalice_config(
     stage_config = config.setdefault("stages", {}).setdefault(stage, {})
     stage_config.setdefault("api_gateway_stage", "api")
     functions = stage_config.setdefault("lambda_functions", {})
-    functions.setdefault(WORKER_FUNCTION, {}).setdefault("lambda_timeout", WORKER_TIMEOUT_SECONDS)
+    for name in WORKER_FUNCTIONS:
+        functions.setdefault(name, {}).setdefault("lambda_timeout", WORKER_TIMEOUT_SECONDS)
     stage_config.setdefault("environment_variables", {}).update(environment_from_outputs(outputs))
     if policy_document is not None:
         policy_name = f"policy-{stage}.json"

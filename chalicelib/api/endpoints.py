@@ -19,6 +19,7 @@ from chalicelib.api.answers import answered, json_response, require_api_key, ver
 from chalicelib.dispatch import enqueue_job
 from chalicelib.errors import ApiError, JobError
 from chalicelib.jobs import job_to_api, new_job_id
+from chalicelib.queue import QueueDepth
 from chalicelib.result_cache import cached_verification
 from chalicelib.telemetry import logger
 from chalicelib.timefmt import iso8601
@@ -86,7 +87,7 @@ def submit_job(services: Services, request: Request, job_type: str) -> Response:
         content_type=upload.content_type if upload else None,
         file_size=len(upload.data) if upload else None,
     )
-    enqueue_job(services, job_id)
+    enqueue_job(services, job_id, job_type)
     body = {"mode": "async", "jobId": job_id, "status": QUEUED,
             "message": "Verification job queued successfully", "pollUrl": poll_url(job_id)}
     return json_response(body, 202, location=body["pollUrl"])
@@ -145,9 +146,17 @@ def stats(services: Services) -> Response:
         except JobError as exc:  # SQS cannot be reached: "not available", per the contract
             logger.warning("queue stats unavailable", extra={"error": exc.message})
         else:
-            body.update(available=True, waiting=depth.waiting, active=depth.active, delayed=depth.delayed,
-                        deadLetter=depth.dead_letter)
+            delayed = services.store.delayed_counts()
+            body.update(available=True, **_depth_fields(depth.total, sum(delayed.values())),
+                        byType={job_type: _depth_fields(d, delayed[job_type]) for job_type, d in depth.by_type.items()})
     return json_response(body)
+
+
+def _depth_fields(depth: QueueDepth, delayed: int) -> dict[str, int]:
+    """A queue's figures for the stats. `delayed` counts the jobs waiting out a retry backoff (from
+    the database); SQS holds their messages as in flight, so `active` leaves them out."""
+    return {"waiting": depth.waiting, "active": max(depth.active - delayed, 0), "delayed": delayed,
+            "deadLetter": depth.dead_letter}
 
 
 def _require_queue(services: Services) -> None:
@@ -172,7 +181,7 @@ def retry_job(services: Services, request: Request, job_id: str) -> Response:
         raise ApiError(UPLOAD_MISSING, "the job's upload never arrived; create a new upload")
     if services.store.requeue_failed(job.id) is None:
         raise ApiError(INVALID_STATE, "the job changed state meanwhile; poll it and try again")
-    enqueue_job(services, job.id)
+    enqueue_job(services, job.id, job.type)
     body = {"jobId": job.id, "status": QUEUED, "message": "Verification job re-queued", "pollUrl": poll_url(job.id)}
     return json_response(body, 202, location=body["pollUrl"])
 
@@ -204,7 +213,8 @@ def cancel_job(services: Services, job_id: str) -> Response:
 def redrive(services: Services, request: Request) -> Response:
     require_api_key(services.settings, request.headers)
     _require_queue(services)
-    return json_response({"moved": len(housekeeping.redrive_dead_letters(services))})
+    report = housekeeping.redrive_dead_letters(services)
+    return json_response({"moved": len(report.moved), "remaining": report.remaining})
 
 
 def _probe(check: Any) -> str:

@@ -30,6 +30,7 @@ from typing import Any, Iterable, Mapping
 from psycopg.types.json import Json
 
 from chalicelib.jobs.cache import ResultCacheStatements
+from chalicelib.jobs.leases import RELEASE_LEASE, LeaseStatements
 from chalicelib.jobs.ratelimit import RateLimitStatements
 from chalicelib.jobs.record import Job, new_job_id, parse_job_id
 from chalicelib.jobs.retention import RetentionStatements
@@ -41,13 +42,13 @@ from chalicelib.vocabulary import (
 
 _RUNNABLE = sql_list(QUEUED, PROCESSING)
 _REQUEUE_SET = f"""status = '{QUEUED}', progress = 0, error = NULL, error_code = NULL,
-                   started_at = NULL, completed_at = NULL, attempts = 0"""
+                   started_at = NULL, completed_at = NULL, attempts = 0, retry_at = NULL, {RELEASE_LEASE}"""
 
 _COMPLETE = f"""WITH done AS (
        UPDATE verification_jobs
           SET status = '{COMPLETED}', progress = {PROGRESS_DONE}, result = %(result)s,
               content_hash = coalesce(content_hash, %(file_hash)s::text),
-              error = NULL, error_code = NULL, completed_at = now()
+              error = NULL, error_code = NULL, completed_at = now(), retry_at = NULL, {RELEASE_LEASE}
         WHERE id = %(id)s AND status IN {sql_list(QUEUED, PROCESSING, FAILED)}
         RETURNING id, content_hash, manifest_uri, registry_address
    ), history AS (
@@ -63,9 +64,10 @@ _COMPLETE = f"""WITH done AS (
    SELECT count(*) AS n FROM done"""
 
 
-class JobStore(RetentionStatements, ResultCacheStatements, RateLimitStatements):
+class JobStore(RetentionStatements, ResultCacheStatements, RateLimitStatements, LeaseStatements):
     """The lifecycle statements; the housekeeping ones come from RetentionStatements, the result
-    cache's from ResultCacheStatements."""
+    cache's from ResultCacheStatements, the rate limit's from RateLimitStatements, the lease's from
+    LeaseStatements."""
 
     def create_job(
         self, *, job_type: str, status: str, manifest_uri: str, registry_address: str,
@@ -134,34 +136,41 @@ class JobStore(RetentionStatements, ResultCacheStatements, RateLimitStatements):
         return self._transition(job_id, f"""UPDATE verification_jobs SET last_enqueued_at = now()
                                              WHERE id = %(id)s AND status IN {_RUNNABLE}""")
 
-    def mark_upload_received(self, job_id: str, object_size: int | None = None) -> bool:
-        """awaiting_upload → queued when the uploaded object lands. True only for the call that
-        made the transition (S3 events repeat). An upload that lands after the sweeper expired
-        the job (S3 accepted it, so the presigned POST was still valid when it began) revives it."""
-        return self._transition(
-            job_id,
+    def mark_upload_received(self, job_id: str, object_size: int | None = None) -> Job | None:
+        """awaiting_upload → queued when the uploaded object lands; the job, only for the call that
+        made the transition (S3 events repeat), else None. An upload that lands after the sweeper
+        expired the job (S3 accepted it, so the presigned POST was still valid when it began) revives it."""
+        jid = parse_job_id(job_id)
+        if jid is None:
+            return None
+        return self._one(
             f"""UPDATE verification_jobs
                    SET status = '{QUEUED}', file_size = coalesce(%(size)s::bigint, file_size),
                        error = NULL, error_code = NULL, completed_at = NULL
                  WHERE id = %(id)s AND (status IN {sql_list(AWAITING_UPLOAD)}
-                       OR (status IN {sql_list(FAILED)} AND error_code = %(expired)s))""",
-            size=object_size, expired=UPLOAD_EXPIRED,
+                       OR (status IN {sql_list(FAILED)} AND error_code = %(expired)s))
+                 RETURNING {COLUMNS}""",
+            {"id": jid, "size": object_size, "expired": UPLOAD_EXPIRED},
         )
 
-    def start_attempt(self, job_id: str) -> Job | None:
-        """queued|processing → processing for a delivery; None means "nothing to do" (the job is
-        finished, missing or still awaiting its upload): acknowledge the message and stop.
-        `processing` is accepted because a worker that died mid-job leaves it so and SQS redelivers."""
+    def start_attempt(self, job_id: str, lease_token: str | None = None, lease_seconds: float = 0.0) -> Job | None:
+        """queued|processing → processing for a delivery, taking the job's lease (`lease_token`,
+        for `lease_seconds`) in the same statement; None means "nothing to do now": the job is
+        finished, missing, still awaiting its upload, or another worker holds a live lease on it
+        (`lease_holder` tells which). `processing` is accepted when its lease has run out: a
+        worker that died mid-job leaves it so, and SQS redelivers."""
         jid = parse_job_id(job_id)
         if jid is None:
             return None
         return self._one(
             f"""UPDATE verification_jobs
                    SET status = '{PROCESSING}', started_at = coalesce(started_at, now()),
-                       attempts = attempts + 1
+                       attempts = attempts + 1, retry_at = NULL, lease_token = %(token)s::uuid,
+                       lease_expires_at = now() + make_interval(secs => %(lease)s)
                  WHERE id = %(id)s AND status IN {_RUNNABLE}
+                       AND (lease_expires_at IS NULL OR lease_expires_at <= now())
                  RETURNING {COLUMNS}""",
-            {"id": jid},
+            {"id": jid, "token": lease_token, "lease": lease_seconds},
         )
 
     def set_progress(self, job_id: str, progress: int) -> bool:
@@ -202,15 +211,20 @@ class JobStore(RetentionStatements, ResultCacheStatements, RateLimitStatements):
                                            "status": history["status"]}).fetchone()
         return bool(row and row["n"])
 
-    def schedule_retry(self, job_id: str, error: str, code: str) -> bool:
-        """processing → queued after a transient error (SQS redelivers after the backoff)."""
+    def schedule_retry(self, job_id: str, error: str, code: str, retry_in_seconds: float = 0.0,
+                       lease_token: str | None = None) -> bool:
+        """processing → queued after a transient error (SQS redelivers after the backoff, which
+        ends `retry_in_seconds` from now). With `lease_token`, only while that lease is still the
+        job's: a worker whose lease ran out does not send back a job another worker now runs."""
         return self._transition(
             job_id,
             f"""UPDATE verification_jobs
                    SET status = '{QUEUED}', retry_count = retry_count + 1,
-                       error = %(error)s, error_code = %(code)s
-                 WHERE id = %(id)s AND status IN {sql_list(PROCESSING)}""",
-            error=error, code=code,
+                       error = %(error)s, error_code = %(code)s,
+                       retry_at = now() + make_interval(secs => %(delay)s), {RELEASE_LEASE}
+                 WHERE id = %(id)s AND status IN {sql_list(PROCESSING)}
+                       AND (%(token)s::uuid IS NULL OR lease_token = %(token)s::uuid)""",
+            error=error, code=code, delay=retry_in_seconds, token=lease_token,
         )
 
     def fail_job(self, job_id: str, error: str, code: str) -> bool:
@@ -219,7 +233,8 @@ class JobStore(RetentionStatements, ResultCacheStatements, RateLimitStatements):
         return self._transition(
             job_id,
             f"""UPDATE verification_jobs
-                   SET status = '{FAILED}', error = %(error)s, error_code = %(code)s, completed_at = now()
+                   SET status = '{FAILED}', error = %(error)s, error_code = %(code)s, completed_at = now(),
+                       retry_at = NULL, {RELEASE_LEASE}
                  WHERE id = %(id)s AND status IN {sql_list(*UNFINISHED_STATUSES)}""",
             error=error, code=code,
         )

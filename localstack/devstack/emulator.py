@@ -123,8 +123,8 @@ class Emulator:
         self.outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
         # moto's CloudFormation reports queue URLs on the AWS host (https://sqs.<region>.amazonaws.com/...);
         # ask SQS itself for URLs on the emulator's endpoint.
-        for url_key, name_key in (("QueueUrl", "QueueName"), ("DeadLetterQueueUrl", "DeadLetterQueueName"),
-                                  ("UploadEventsQueueUrl", "UploadEventsQueueName")):
+        for url_key in [key for key in self.outputs if key.endswith("QueueUrl")]:
+            name_key = url_key[:-len("Url")] + "Name"
             if name_key in self.outputs:
                 self.outputs[url_key] = self.client("sqs").get_queue_url(QueueName=self.outputs[name_key])["QueueUrl"]
         self._fill_in(template.result())

@@ -8,7 +8,10 @@ that `app.py` registered with Chalice, with the event shapes Lambda would send.
   maxReceiveCount receives.
 - Schedules (`@app.schedule`): called every `schedule_interval` seconds.
 
-Several worker threads play the part of Lambda's concurrency.
+Several worker threads per SQS source play the part of Lambda's concurrency: `workers` of them,
+or the source's `maximum_concurrency` when it is lower (the proof queue's cap), so a source never
+runs more handlers at once than its event source mapping would. Not done: Lambda's scaling ramp,
+reserved concurrency, account-wide limits shared between functions.
 """
 from __future__ import annotations
 
@@ -56,6 +59,7 @@ class Source:
     queue_url: str
     queue_arn: str
     batch_size: int
+    concurrency: int  # poll threads: as many handlers at once as the event source mapping allows
 
 
 def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
@@ -107,8 +111,9 @@ class EventSourceRunner:
         for config in self.app.event_sources:
             if isinstance(config, SQSEventConfig):
                 url = self.sqs.get_queue_url(QueueName=config.queue)["QueueUrl"]
+                cap = config.maximum_concurrency or self.workers
                 sources.append(Source(config.name, self._handler(config.handler_string), *self._queue(url),
-                                      batch_size=config.batch_size))
+                                      batch_size=config.batch_size, concurrency=min(self.workers, cap)))
             elif isinstance(config, ScheduledEventConfig):
                 schedules.append(config)
             else:
@@ -118,12 +123,12 @@ class EventSourceRunner:
     def start(self) -> None:
         sources, schedules = self.sources()
         for source in sources:
-            for i in range(self.workers):
+            for i in range(source.concurrency):
                 self._spawn(f"{source.name}-{i}", self._poll, source)
         for config in schedules:
             self._spawn(config.name, self._tick, config)
         log.info("event-source runner started: %s; schedules: %s",
-                 ", ".join(s.name for s in sources),
+                 ", ".join(f"{s.name} ×{s.concurrency}" for s in sources),
                  ", ".join(c.name for c in schedules))
 
     def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:

@@ -128,7 +128,10 @@ class Stack:
             "upload_bucket": outputs["UploadBucketName"],
             "queue_url": outputs["QueueUrl"],
             "dead_letter_queue_url": outputs["DeadLetterQueueUrl"],
+            "proof_queue_url": outputs["ProofQueueUrl"],
+            "proof_dead_letter_queue_url": outputs["ProofDeadLetterQueueUrl"],
             "upload_events_queue_url": outputs["UploadEventsQueueUrl"],
+            "upload_events_dead_letter_queue_url": outputs["UploadEventsDeadLetterQueueUrl"],
         }
 
     def _start_emulator(self) -> dict[str, str]:

@@ -38,6 +38,8 @@ FAST_SETTINGS = {
     "API_KEY": API_KEY,
     "STUCK_QUEUED_SECONDS": "3",
     "HTTP_TIMEOUT_SECONDS": "5",
+    # Short leases (renewed every second) so that a paused or killed worker's job comes back soon.
+    "LEASE_SECONDS": "3",
     # The suite's stack reads the chain afresh for every result (its tests change the chain and
     # verify again); the result cache's own tests run a lane with the cache on.
     "RESULT_CACHE_SECONDS": "0",
@@ -177,6 +179,16 @@ def _answers(url: str) -> bool:
 
 def history_rows(db: psycopg.Connection, job_id: str) -> int:
     return db.execute("SELECT count(*) FROM verifications WHERE job_id = %s", (job_id,)).fetchone()[0]
+
+
+def attempts(db: psycopg.Connection, job_id: str) -> int:
+    """How many deliveries started the job (took its lease)."""
+    return db.execute("SELECT attempts FROM verification_jobs WHERE id = %s", (job_id,)).fetchone()[0]
+
+
+def lease_expiry(db: psycopg.Connection, job_id: str) -> Any:
+    """When the job's lease runs out (None when no worker holds it)."""
+    return db.execute("SELECT lease_expires_at FROM verification_jobs WHERE id = %s", (job_id,)).fetchone()[0]
 
 
 def history_row(db: psycopg.Connection, job_id: str) -> dict[str, Any] | None:

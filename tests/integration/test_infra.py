@@ -31,6 +31,14 @@ ALARM_NAMES = {
     f"{QUEUE_NAME}-worker-errors": ("AWS/Lambda", "Errors", "FunctionName",
                                     "internetid-verification-dev-process_verification_job"),
     f"{QUEUE_NAME}-jobs-failed": ("InternetID/Verification", "JobsFailed", "service", "verification-queue"),
+    f"{QUEUE_NAME}-proof-dlq-depth": ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName",
+                                      f"{QUEUE_NAME}-proof-dlq"),
+    f"{QUEUE_NAME}-proof-oldest-message-age": ("AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName",
+                                               f"{QUEUE_NAME}-proof"),
+    f"{QUEUE_NAME}-proof-worker-errors": ("AWS/Lambda", "Errors", "FunctionName",
+                                          "internetid-verification-dev-process_proof_job"),
+    f"{QUEUE_NAME}-upload-events-dlq-depth": ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName",
+                                              f"{QUEUE_NAME}-upload-events-dlq"),
 }
 
 
@@ -104,9 +112,15 @@ def test_queues_have_redrive_and_retention(aws):
     dlq = sqs.get_queue_attributes(QueueUrl=aws.outputs["DeadLetterQueueUrl"], AttributeNames=["All"])["Attributes"]
     assert int(dlq["MessageRetentionPeriod"]) == 14 * 24 * 3600
     assert dlq["QueueArn"] == aws.outputs["DeadLetterQueueArn"]
+    for queue, dead in (("ProofQueueUrl", "ProofDeadLetterQueueUrl"),
+                        ("UploadEventsQueueUrl", "UploadEventsDeadLetterQueueUrl")):
+        attrs = sqs.get_queue_attributes(QueueUrl=aws.outputs[queue], AttributeNames=["All"])["Attributes"]
+        dead_arn = sqs.get_queue_attributes(QueueUrl=aws.outputs[dead], AttributeNames=["QueueArn"])["Attributes"]
+        assert json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"] == dead_arn["QueueArn"], queue
+        assert int(json.loads(attrs["RedrivePolicy"])["maxReceiveCount"]) == 3
 
 
-def test_the_four_alarms_exist(aws):
+def test_the_alarms_exist(aws):
     alarms = aws.client("cloudwatch").describe_alarms(AlarmNames=list(ALARM_NAMES))["MetricAlarms"]
     by_name = {a["AlarmName"]: a for a in alarms}
     assert set(by_name) == set(ALARM_NAMES)

@@ -189,7 +189,7 @@ def test_invalid_ids_are_not_found_without_database_error(pg, store, bad):
     assert store.get_job(bad) is None
     assert store.start_attempt(bad) is None
     assert store.requeue_failed(bad) is None
-    assert store.mark_upload_received(bad) is False
+    assert store.mark_upload_received(bad) is None
     assert store.complete_job(bad, {}, {"status": "OK", "file_hash": HASH}) is False
     assert store.fail_job(bad, "x", "X") is False
 
@@ -299,7 +299,7 @@ def test_completed_never_goes_backwards(pg, store):
     assert store.set_content_hash(job.id, "0x" + "22" * 32) is False
     assert store.requeue_failed(job.id) is None
     assert store.requeue_dead_lettered([job.id]) == []
-    assert store.mark_upload_received(job.id) is False
+    assert store.mark_upload_received(job.id) is None
     assert store.complete_job(job.id, {"status": "FAIL"}, {"status": "FAIL"}) is False
     assert store.get_job(job.id) == before
     assert len(history_rows(pg, job.id)) == 1
@@ -342,12 +342,12 @@ def test_upload_received_once_and_start_waits_for_it(pg, store):
     job = new_job(status="awaiting_upload", object_key="uploads/a",
                   upload_expires_at=datetime.now(timezone.utc) + timedelta(minutes=15))
     assert store.start_attempt(job.id) is None  # not uploaded yet
-    assert store.mark_upload_received(job.id, object_size=4096) is True
-    assert store.mark_upload_received(job.id, object_size=4096) is False  # repeated S3 event
+    assert store.mark_upload_received(job.id, object_size=4096) is not None
+    assert store.mark_upload_received(job.id, object_size=4096) is None  # repeated S3 event
     got = store.get_job(job.id)
     assert got.status == "queued" and got.file_size == 4096
     assert store.start_attempt(job.id).status == "processing"
-    assert store.mark_upload_received(job.id) is False
+    assert store.mark_upload_received(job.id) is None
 
 
 def test_duplicate_deliveries_complete_once(pg, store):
@@ -452,7 +452,7 @@ def test_expire_uploads(pg, store):
     assert [j.id for j in store.expire_uploads(now + timedelta(hours=1))] == [pending.id]
 
     # An upload S3 accepted just before expiry but reported after the sweep revives the job.
-    assert store.mark_upload_received(late.id, object_size=10) is True
+    assert store.mark_upload_received(late.id, object_size=10) is not None
     revived = store.get_job(late.id)
     assert revived.status == "queued" and revived.error is None and revived.completed_at is None
 
@@ -605,3 +605,44 @@ def test_rate_limit_windows_that_ended_are_deleted_and_the_current_one_kept(pg, 
     left = sql(pg, "SELECT client, requests FROM rate_limit_windows")
     # Unless the minute ended in between (then the current one went too), it alone is left.
     assert (deleted, left) in ((2, [("192.0.2.1", 1)]), (3, []))
+# --- leases and retry backoff ------------------------------------------------------------------
+
+TOKEN_A, TOKEN_B = "00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000b"
+
+
+def test_a_live_lease_keeps_a_second_delivery_from_starting_the_job(store):
+    job = new_job()
+    assert store.start_attempt(job.id, TOKEN_A, 60).status == "processing"
+    assert store.start_attempt(job.id, TOKEN_B, 60) is None  # the lease is A's
+    assert store.lease_holder(job.id).id == job.id
+    assert store.renew_lease(job.id, TOKEN_B, 60) is False and store.renew_lease(job.id, TOKEN_A, 60) is True
+    assert store.get_job(job.id).attempts == 1
+
+
+def test_concurrent_deliveries_start_the_job_once(store):
+    job = new_job()
+    tokens = [f"00000000-0000-4000-8000-{i:012d}" for i in range(8)]
+    started = run_threads(8, lambda i: store.start_attempt(job.id, tokens[i], 60))
+    assert sum(result is not None for result in started.values()) == 1
+    assert store.get_job(job.id).attempts == 1
+
+
+def test_a_lease_that_ran_out_is_taken_by_the_next_delivery_and_the_old_holder_loses_it(store):
+    job = new_job()
+    store.start_attempt(job.id, TOKEN_A, 0)  # A's lease is over at once (A died)
+    assert store.lease_holder(job.id) is None
+    assert store.start_attempt(job.id, TOKEN_B, 60).attempts == 2
+    assert store.renew_lease(job.id, TOKEN_A, 60) is False  # A, resumed, learns it lost the job
+    assert store.schedule_retry(job.id, "late", "RPC_UNAVAILABLE", 5, TOKEN_A) is False  # nor sends it back
+    assert store.get_job(job.id).status == "processing"
+
+
+def test_a_scheduled_retry_is_delayed_until_its_backoff_ends_and_lets_the_lease_go(store):
+    waiting, due = new_job(), new_job(job_type="proof")
+    for job, delay in ((waiting, 3600), (due, 0)):
+        store.start_attempt(job.id, TOKEN_A, 60)
+        assert store.schedule_retry(job.id, "RPC down", "RPC_UNAVAILABLE", delay, TOKEN_A)
+    assert store.delayed_counts() == {"verify": 1, "proof": 0}
+    assert store.lease_holder(waiting.id) is None
+    assert store.start_attempt(waiting.id, TOKEN_B, 60) is not None  # the redelivery runs it
+    assert store.delayed_counts() == {"verify": 0, "proof": 0}

@@ -1,5 +1,6 @@
 """`chalice package` turns the app into a CloudFormation (SAM) template that passes cfn-lint,
-with the worker wired to the work queue and the upload handler to the upload-events queue.
+with a worker wired to each work queue (the proof one with its MaximumConcurrency) and the
+upload handler to the upload-events queue.
 
 Integration rather than unit: packaging downloads the Lambda (manylinux) wheels from PyPI.
 """
@@ -29,12 +30,16 @@ def test_chalice_package_output_passes_cfn_lint(tmp_path: Path) -> None:
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
     resources = json.loads((out / "sam.json").read_text())["Resources"]
-    queues = {
-        name: event["Properties"]["Queue"]
+    sqs_events = {
+        name: event["Properties"]
         for resource in resources.values() if resource["Type"] == "AWS::Serverless::Function"
         for name, event in resource["Properties"].get("Events", {}).items() if event["Type"] == "SQS"
     }
-    assert len(queues) == 2, queues
+    assert len(sqs_events) == 3, sqs_events  # the verify queue, the proof queue, the upload events
+    capped = {name: event["ScalingConfig"]["MaximumConcurrency"]
+              for name, event in sqs_events.items() if "ScalingConfig" in event}
+    assert list(capped.values()) == [2], sqs_events  # only the proof worker, at PROOF_MAX_CONCURRENCY
+    assert "proof" in next(iter(capped)).lower()
     with zipfile.ZipFile(out / "deployment.zip") as bundle:
         names = set(bundle.namelist())
     assert {"app.py", "chalicelib/openapi.json", "chalicelib/db/migrations/0001_jobs.sql"} <= names

@@ -99,20 +99,29 @@ API_KEY = "unit-test-key"
 
 
 class Aws:
-    """moto's S3 and SQS with the infra template's bucket and queues (redrive included), under
-    names of their own, so that each test sees only its own messages."""
+    """moto's S3 and SQS with the infra template's bucket and queues (redrive included): the
+    verify queue, the proof queue and the upload-events queue, each with its dead-letter queue,
+    under names of their own, so that each test sees only its own messages."""
 
     def __init__(self, s3, sqs, max_receive_count: int) -> None:
         self.s3, self.sqs = s3, sqs
         name = uuid.uuid4().hex[:12]
         self.bucket = f"uploads-{name}"
         self.s3.create_bucket(Bucket=self.bucket)
-        self.dlq_url = self.sqs.create_queue(QueueName=f"work-{name}-dlq")["QueueUrl"]
-        dlq_arn = self.sqs.get_queue_attributes(QueueUrl=self.dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        self.queue_url = self.sqs.create_queue(QueueName=f"work-{name}", Attributes={
+        self.queue_url, self.dlq_url = self._queue_pair(f"work-{name}", max_receive_count)
+        self.proof_queue_url, self.proof_dlq_url = self._queue_pair(f"work-{name}-proof", max_receive_count)
+        self.upload_events_url, self.upload_events_dlq_url = self._queue_pair(f"work-{name}-upload-events",
+                                                                              max_receive_count)
+
+    def _queue_pair(self, name: str, max_receive_count: int) -> tuple[str, str]:
+        """A queue and its dead-letter queue, as the template makes them."""
+        dlq_url = self.sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+        dlq_arn = self.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        url = self.sqs.create_queue(QueueName=name, Attributes={
             "VisibilityTimeout": "60",
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}),
         })["QueueUrl"]
+        return url, dlq_url
 
     def count(self, url: str) -> tuple[int, int]:
         """(visible, in flight) messages of a queue."""
@@ -151,6 +160,8 @@ def aws(aws_clients):
 
 def make_settings(aws: Aws, **overrides: str):
     env = {"UPLOAD_BUCKET": aws.bucket, "QUEUE_URL": aws.queue_url, "DEAD_LETTER_QUEUE_URL": aws.dlq_url,
+           "PROOF_QUEUE_URL": aws.proof_queue_url, "PROOF_DEAD_LETTER_QUEUE_URL": aws.proof_dlq_url,
+           "UPLOAD_EVENTS_QUEUE_URL": aws.upload_events_url,
            "RPC_URL": "http://127.0.0.1:8545", "API_KEY": API_KEY,
            "RESULT_CACHE_SECONDS": "0",  # on only in the cache's own tests (tests/unit/test_result_cache.py)
            **overrides}

@@ -13,7 +13,7 @@ from chalicelib.errors import TransientError
 from chalicelib.jobs import CacheKey, Job, Window, new_job_id, parse_job_id
 from chalicelib.vocabulary import (
     AWAITING_UPLOAD, CANCELLED, COMPLETED, DATABASE_UNAVAILABLE, FAILED, FINISHED_STATUSES, JOB_STATUSES,
-    PROCESSING, QUEUED, UNFINISHED_STATUSES, UPLOAD_EXPIRED,
+    JOB_TYPES, PROCESSING, QUEUED, UNFINISHED_STATUSES, UPLOAD_EXPIRED,
 )
 
 
@@ -28,10 +28,13 @@ class FakeStore:
         self.cache: dict[CacheKey, tuple[dict[str, Any], datetime]] = {}  # key -> (result, checked at)
         self.windows: dict[tuple[str, datetime], int] = {}  # (client, minute) -> requests
         self.down = False  # every call raises DATABASE_UNAVAILABLE, as an outage would
+        self.leases: dict[str, tuple[str | None, datetime]] = {}  # job id -> (token, expires at)
+        self.retry_at: dict[str, datetime] = {}  # job id -> when its retry backoff ends
 
     def __getattribute__(self, name: str) -> Any:
         value = object.__getattribute__(self, name)
-        if name.startswith("_") or name in ("jobs", "history", "cache", "windows", "down", "put") or not callable(value):
+        if name.startswith("_") or name in ("jobs", "history", "cache", "windows", "down", "put", "leases", "retry_at") \
+                or not callable(value):
             return value
 
         def call(*args: Any, **kwargs: Any) -> Any:
@@ -74,16 +77,46 @@ class FakeStore:
         job = self._when(job_id, (QUEUED, PROCESSING))
         return job is not None and bool(self.put(job, last_enqueued_at=now()))
 
-    def mark_upload_received(self, job_id: str, object_size: int | None = None) -> bool:
+    def mark_upload_received(self, job_id: str, object_size: int | None = None) -> Job | None:
         job = self.get_job(job_id)
         if job is None or not (job.status == AWAITING_UPLOAD or (job.status == FAILED and job.error_code == UPLOAD_EXPIRED)):
-            return False
-        return bool(self.put(job, status=QUEUED, file_size=object_size or job.file_size, error=None,
-                             error_code=None, completed_at=None))
+            return None
+        return self.put(job, status=QUEUED, file_size=object_size or job.file_size, error=None,
+                        error_code=None, completed_at=None)
 
-    def start_attempt(self, job_id: str) -> Job | None:
+    def start_attempt(self, job_id: str, lease_token: str | None = None, lease_seconds: float = 0.0) -> Job | None:
         job = self._when(job_id, (QUEUED, PROCESSING))
-        return job and self.put(job, status=PROCESSING, attempts=job.attempts + 1, started_at=job.started_at or now())
+        if job is None or self._lease_live(job.id):
+            return None
+        self.leases[job.id] = (lease_token, now() + timedelta(seconds=lease_seconds))
+        self.retry_at.pop(job.id, None)
+        return self.put(job, status=PROCESSING, attempts=job.attempts + 1, started_at=job.started_at or now())
+
+    def _lease_live(self, job_id: str) -> bool:
+        return job_id in self.leases and self.leases[job_id][1] > now()
+
+    def _end_attempt(self, job_id: str) -> None:
+        self.leases.pop(job_id, None)
+        self.retry_at.pop(job_id, None)
+
+    def renew_lease(self, job_id: str, lease_token: str, lease_seconds: float) -> bool:
+        job = self._when(job_id, (PROCESSING,))
+        if job is None or self.leases.get(job.id, (None,))[0] != lease_token:
+            return False
+        self.leases[job.id] = (lease_token, now() + timedelta(seconds=lease_seconds))
+        return True
+
+    def lease_holder(self, job_id: str) -> Job | None:
+        job = self._when(job_id, (PROCESSING,))
+        return job if job is not None and self._lease_live(job.id) else None
+
+    def delayed_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(JOB_TYPES, 0)
+        for job_id, until in self.retry_at.items():
+            job = self.jobs.get(job_id)
+            if job is not None and job.status == QUEUED and until > now():
+                counts[job.type] += 1
+        return counts
 
     def set_progress(self, job_id: str, progress: int) -> bool:
         job = self._when(job_id, (PROCESSING,))
@@ -98,23 +131,32 @@ class FakeStore:
         if job is None:
             return False
         self.put(job, status=COMPLETED, progress=100, result=result, error=None, error_code=None, completed_at=now())
+        self._end_attempt(job.id)
         self.history.append({"job_id": job.id, **history})
         return True
 
-    def schedule_retry(self, job_id: str, error: str, code: str) -> bool:
+    def schedule_retry(self, job_id: str, error: str, code: str, retry_in_seconds: float = 0.0,
+                       lease_token: str | None = None) -> bool:
         job = self._when(job_id, (PROCESSING,))
-        return job is not None and bool(self.put(job, status=QUEUED, retry_count=job.retry_count + 1,
-                                                 error=error, error_code=code))
+        if job is None or (lease_token is not None and self.leases.get(job.id, (None,))[0] != lease_token):
+            return False
+        self._end_attempt(job.id)
+        self.retry_at[job.id] = now() + timedelta(seconds=retry_in_seconds)
+        return bool(self.put(job, status=QUEUED, retry_count=job.retry_count + 1, error=error, error_code=code))
 
     def fail_job(self, job_id: str, error: str, code: str) -> bool:
         job = self._when(job_id, UNFINISHED_STATUSES)
-        return job is not None and bool(self.put(job, status=FAILED, error=error, error_code=code, completed_at=now()))
+        if job is None:
+            return False
+        self._end_attempt(job.id)
+        return bool(self.put(job, status=FAILED, error=error, error_code=code, completed_at=now()))
 
     def cancel_job(self, job_id: str) -> Job | None:
         job = self._when(job_id, UNFINISHED_STATUSES)
         return job and self.put(job, status=CANCELLED, completed_at=now())
 
     def _requeue(self, job: Job, enqueued: datetime | None) -> Job:
+        self._end_attempt(job.id)
         return self.put(job, status=QUEUED, progress=0, error=None, error_code=None, started_at=None,
                         completed_at=None, attempts=0, last_enqueued_at=enqueued)
 

@@ -9,7 +9,7 @@ import pytest
 from chalicelib.aws import LazyClient
 from chalicelib.config import load_settings
 from chalicelib.errors import PermanentError, TransientError
-from chalicelib.queue import MAX_VISIBILITY_SECONDS, WorkQueue, job_id_from_body, message_body
+from chalicelib.queue import MAX_VISIBILITY_SECONDS, QueueDepth, WorkQueue, job_id_from_body, message_body
 from chalicelib.storage import Storage
 from chalicelib.vocabulary import QUEUE_UNAVAILABLE, STORAGE_UNAVAILABLE, UPLOAD_MISSING
 
@@ -63,7 +63,7 @@ def test_a_client_that_cannot_be_made_is_a_dependency_failure(monkeypatch):
         Storage(settings).put_object("k", b"x", "text/plain")
     assert info.value.code == STORAGE_UNAVAILABLE
     with pytest.raises(TransientError) as info:
-        WorkQueue(settings).send("j")
+        WorkQueue(settings).send("j", "verify")
     assert info.value.code == QUEUE_UNAVAILABLE
 
 
@@ -74,14 +74,36 @@ def test_lazy_client_is_made_once():
 
 def test_queue_sends_delays_and_counts(aws, services):
     queue = services.queue
-    queue.send("j1")
+    queue.send("j1", "verify")
     [message] = aws.sqs.receive_message(QueueUrl=aws.queue_url)["Messages"]
     assert job_id_from_body(message["Body"]) == "j1" and message["Body"] == message_body("j1")
-    queue.delay_redelivery(message["ReceiptHandle"], MAX_VISIBILITY_SECONDS + 100)  # clamped, not refused
-    assert queue.depth().active == 1
+    queue.delay_redelivery("verify", message["ReceiptHandle"], MAX_VISIBILITY_SECONDS + 100)  # clamped, not refused
+    assert queue.depth().total.active == 1
     aws.sqs.send_message(QueueUrl=aws.dlq_url, MessageBody="{}")
-    assert queue.depth().dead_letter == 1
+    assert queue.depth().total.dead_letter == 1
     queue.check()
+
+
+def test_each_job_type_has_its_own_queue_and_counts(aws, services):
+    queue = services.queue
+    queue.send("v1", "verify")
+    queue.send("p1", "proof")
+    queue.send("p2", "proof")
+    aws.sqs.send_message(QueueUrl=aws.proof_dlq_url, MessageBody="{}")
+    assert aws.count(aws.queue_url) == (1, 0) and aws.count(aws.proof_queue_url) == (2, 0)
+    depth = queue.depth()
+    assert depth.total == QueueDepth(waiting=3, active=0, dead_letter=1)
+    assert depth.by_type == {"verify": QueueDepth(waiting=1), "proof": QueueDepth(waiting=2, dead_letter=1)}
+    [message] = aws.sqs.receive_message(QueueUrl=aws.proof_queue_url, MaxNumberOfMessages=1)["Messages"]
+    queue.delay_redelivery("proof", message["ReceiptHandle"], 60)  # a proof's handle, on the proof queue
+    assert aws.count(aws.proof_queue_url) == (1, 1)
+
+
+def test_without_a_proof_queue_proofs_share_the_verify_queue_counted_once(aws):
+    queue = WorkQueue(make_settings(aws, PROOF_QUEUE_URL=None, PROOF_DEAD_LETTER_QUEUE_URL=None), aws.sqs)
+    queue.send("p1", "proof")
+    assert aws.count(aws.queue_url) == (1, 0)
+    assert queue.depth().total.waiting == 1
 
 
 @pytest.mark.parametrize("body", ["", "null", "[]", json.dumps({"jobId": 7}), "{"])
@@ -90,11 +112,12 @@ def test_foreign_message_bodies_have_no_job(body):
 
 
 def test_every_queue_call_translates_a_missing_queue(aws, services):
-    aws.sqs.delete_queue(QueueUrl=aws.queue_url)
-    aws.sqs.delete_queue(QueueUrl=aws.dlq_url)
+    for url in (aws.queue_url, aws.dlq_url, aws.proof_queue_url, aws.proof_dlq_url, aws.upload_events_url):
+        aws.sqs.delete_queue(QueueUrl=url)
     queue = services.queue
-    calls = [lambda: queue.send("j"), lambda: queue.delay_redelivery("h", 1), queue.depth, queue.check,
-             queue.peek_dead_letters, lambda: queue.receive_dead_letters(1)]
+    calls = [lambda: queue.send("j", "proof"), lambda: queue.delay_redelivery("verify", "h", 1), queue.depth,
+             queue.check, queue.peek_dead_letters, lambda: queue.receive_dead_letters(1), queue.dead_letters_left,
+             lambda: queue.delete_upload_events(["h"])]
     for call in calls:
         with pytest.raises(TransientError) as info:
             call()
@@ -102,5 +125,5 @@ def test_every_queue_call_translates_a_missing_queue(aws, services):
 
 
 def test_no_dead_letter_queue_configured_reads_as_empty(aws):
-    queue = WorkQueue(make_settings(aws, DEAD_LETTER_QUEUE_URL=None), aws.sqs)
-    assert queue.peek_dead_letters() == [] and queue.depth().dead_letter == 0
+    queue = WorkQueue(make_settings(aws, DEAD_LETTER_QUEUE_URL=None, PROOF_DEAD_LETTER_QUEUE_URL=None), aws.sqs)
+    assert queue.peek_dead_letters() == [] and queue.depth().total.dead_letter == 0

@@ -241,6 +241,8 @@ def test_listing_pages_newest_first_at_the_offset_bounds(http, store):
 
 def test_stats_count_the_queue_and_say_when_it_is_unavailable(http, aws, store):
     aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody="{}")
+    aws.sqs.send_message(QueueUrl=aws.proof_queue_url, MessageBody="{}")
+    aws.sqs.send_message(QueueUrl=aws.proof_queue_url, MessageBody="{}")
     aws.sqs.send_message(QueueUrl=aws.dlq_url, MessageBody="{}")
     failed = store.create_job(job_type="verify", status=QUEUED, manifest_uri=MANIFEST, registry_address=REGISTRY)
     store.fail_job(failed.id, "x", "MANIFEST_INVALID")
@@ -248,8 +250,10 @@ def test_stats_count_the_queue_and_say_when_it_is_unavailable(http, aws, store):
                                       registry_address=REGISTRY).id)
     store.create_job(job_type="proof", status=AWAITING_UPLOAD, manifest_uri=MANIFEST, registry_address=REGISTRY)
     body = json.loads(http.get("/api/verification-jobs/stats").body)
-    assert body == {"available": True, "waiting": 1, "active": 0, "delayed": 0, "completed": 0, "failed": 1,
-                    "deadLetter": 1, "cancelled": 1, "awaitingUpload": 1}
+    assert body == {"available": True, "waiting": 3, "active": 0, "delayed": 0, "completed": 0, "failed": 1,
+                    "deadLetter": 1, "cancelled": 1, "awaitingUpload": 1, "byType": {
+                        "verify": {"waiting": 1, "active": 0, "delayed": 0, "deadLetter": 1},
+                        "proof": {"waiting": 2, "active": 0, "delayed": 0, "deadLetter": 0}}}
     aws.sqs.delete_queue(QueueUrl=aws.queue_url)
     response = http.get("/api/verification-jobs/stats")
     assert response.status_code == 200
@@ -336,7 +340,7 @@ def test_retry_when_storage_is_down_is_a_503(http, aws, failed_job):
 def test_redrive_answers_what_it_moved(http, aws, store, failed_job):
     aws.sqs.send_message(QueueUrl=aws.dlq_url, MessageBody=json.dumps({"jobId": failed_job.id}))
     response = http.post("/api/verification-jobs/dead-letter/redrive", headers={"x-api-key": API_KEY})
-    assert (response.status_code, json.loads(response.body)) == (200, {"moved": 1})
+    assert (response.status_code, json.loads(response.body)) == (200, {"moved": 1, "remaining": 0})
     assert store.get_job(failed_job.id).status == QUEUED
 
 

@@ -25,8 +25,8 @@ MANIFEST = "ipfs://bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi/m
 LONG_AGO = datetime(2020, 1, 1, tzinfo=timezone.utc)
 
 
-def new_job(store, status=QUEUED, **fields):
-    return store.create_job(job_type="verify", status=status, manifest_uri=MANIFEST, registry_address=REGISTRY,
+def new_job(store, status=QUEUED, job_type="verify", **fields):
+    return store.create_job(job_type=job_type, status=status, manifest_uri=MANIFEST, registry_address=REGISTRY,
                             **fields)
 
 
@@ -215,8 +215,9 @@ def test_redrive_of_several_batches_with_a_partial_failure_in_the_middle(aws, st
         answer["Failed"] = [{"Id": e["Id"], "SenderFault": False, "Code": "InternalError"} for e in Entries[:3]]
         return answer
 
-    moved = housekeeping.redrive_dead_letters(with_clients(services, sqs=Proxy(aws.sqs, send_message_batch=send_batch)))
-    assert calls == [10, 10, 3] and len(refused) == 3
+    report = housekeeping.redrive_dead_letters(with_clients(services, sqs=Proxy(aws.sqs, send_message_batch=send_batch)))
+    moved = report.moved
+    assert calls == [10, 10, 3] and len(refused) == 3 and report.remaining == 3
     assert sorted(moved) == sorted(j.id for j in jobs if j.id not in refused)
     assert job_ids_on(aws, aws.queue_url) == sorted(moved)
     for job in jobs:
@@ -244,9 +245,52 @@ def test_redriven_jobs_run_again(aws, store, services, serve, monkeypatch):
     job = new_job(store, content_hash="0x" + "11" * 32)
     store.fail_job(job.id, "x", "RPC_UNAVAILABLE")
     dead_letter(aws, [job.id])
-    assert housekeeping.redrive_dead_letters(services) == [job.id]
+    assert housekeeping.redrive_dead_letters(services).moved == [job.id]
     monkeypatch.setattr(worker, "verify_hash", lambda *args: {"status": "FAIL", "fileHash": "0x", "recovered": "0x",
                                                               "onchain": {"creator": "0x0"},
                                                               "evidence": {"chainId": 31337}})
     assert invoke_from_queue(aws, aws.queue_url, serve(services).process_verification_job) is True
     assert store.get_job(job.id).status == COMPLETED
+
+
+def test_a_bad_upload_event_neither_holds_back_nor_repeats_the_others_of_its_batch(aws, store, services, serve):
+    app = serve(services)
+    jobs = [new_job(store, AWAITING_UPLOAD) for _ in range(3)]
+    bodies = [json.dumps({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Post",
+                                       "s3": {"bucket": {"name": aws.bucket},
+                                              "object": {"key": f"uploads/{job.id}", "size": 5}}}]}) for job in jobs]
+    bad = json.dumps({"Records": [{"eventName": "ObjectCreated:Put", "s3": {"object": {}}}]})  # no key
+    aws.sqs.send_message_batch(QueueUrl=aws.upload_events_url, Entries=[
+        {"Id": str(i), "MessageBody": body} for i, body in enumerate([bodies[0], bad, *bodies[1:]])])
+    assert invoke_from_queue(aws, aws.upload_events_url, app.upload_arrived, batch_size=10) is False
+    assert all(store.get_job(job.id).status == QUEUED for job in jobs)
+    assert sorted(job_ids_on(aws, aws.queue_url)) == sorted(job.id for job in jobs)
+    assert aws.count(aws.upload_events_url) == (0, 1)  # only the bad one is left, for redelivery
+
+
+def test_a_redrive_moves_a_bounded_batch_each_to_its_own_queue_and_says_how_many_remain(aws, store, services):
+    verify_jobs = [new_job(store) for _ in range(7)]
+    proof_jobs = [new_job(store, job_type="proof") for _ in range(6)]
+    for job in verify_jobs + proof_jobs:
+        store.fail_job(job.id, "RPC unreachable", "RPC_UNAVAILABLE")
+    dead_letter(aws, [j.id for j in verify_jobs])
+    for job in proof_jobs:
+        aws.sqs.send_message(QueueUrl=aws.proof_dlq_url, MessageBody=json.dumps({"jobId": job.id}))
+    bounded = dataclasses.replace(services, settings=dataclasses.replace(services.settings, redrive_batch_messages=5))
+    reports = []
+    while not reports or reports[-1].remaining:
+        reports.append(housekeeping.redrive_dead_letters(bounded))
+    assert [len(r.moved) for r in reports] == [5, 5, 3] and [r.remaining for r in reports] == [8, 3, 0]
+    assert job_ids_on(aws, aws.queue_url) == sorted(j.id for j in verify_jobs)
+    assert job_ids_on(aws, aws.proof_queue_url) == sorted(j.id for j in proof_jobs)
+
+
+def test_the_sweeper_and_the_reconciler_cover_the_proof_queue_too(aws, store, services):
+    stuck = new_job(store, job_type="proof")
+    store.put(stuck, updated_at=LONG_AGO)
+    assert housekeeping.sweep(services).resent == 1
+    assert job_ids_on(aws, aws.proof_queue_url) == [stuck.id] and aws.count(aws.queue_url) == (0, 0)
+    died = new_job(store, PROCESSING, job_type="proof")
+    aws.sqs.send_message(QueueUrl=aws.proof_dlq_url, MessageBody=json.dumps({"jobId": died.id}))
+    assert housekeeping.reconcile_dead_letters(services) == 1
+    assert (store.get_job(died.id).status, store.get_job(died.id).error_code) == (FAILED, DEAD_LETTERED)

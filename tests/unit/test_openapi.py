@@ -130,8 +130,11 @@ def test_job_schema_accepts_what_job_to_api_returns(doc: dict) -> None:
 def test_stats_schema(doc: dict) -> None:
     stats = _schema(doc, "Stats")
     fields = {"available", "waiting", "active", "delayed", "completed", "failed", "deadLetter"}
-    assert fields <= set(stats["required"]) == set(stats["properties"])
+    assert fields <= set(stats["required"]) and set(stats["properties"]) == set(stats["required"]) | {"byType"}
     assert stats["properties"]["available"]["type"] == "boolean"
+    figures = _schema(doc, "QueueFigures")
+    assert set(figures["required"]) == {"waiting", "active", "delayed", "deadLetter"}
+    assert set(stats["properties"]["byType"]["properties"]) == {"verify", "proof"}
 
 
 def test_result_schemas(doc: dict) -> None:

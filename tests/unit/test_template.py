@@ -98,36 +98,50 @@ def test_upload_bucket_is_private_encrypted_and_expires_uploads(template):
 
 
 def test_alarms_watch_the_right_metrics(template):
-    alarms = {(a["Namespace"], a["MetricName"]): a for a in _alarms(template).values()}
-    assert set(alarms) == {
-        ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
-        ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
-        ("AWS/Lambda", "Errors"),
-        ("InternetID/Verification", "JobsFailed"),
-    }
-    dlq = alarms[("AWS/SQS", "ApproximateNumberOfMessagesVisible")]
-    assert dlq["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}]
-    assert dlq["Threshold"] == 0 and dlq["ComparisonOperator"] == "GreaterThanThreshold"
-    age = alarms[("AWS/SQS", "ApproximateAgeOfOldestMessage")]
-    assert age["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["WorkQueue", "QueueName"]}
-    assert int(_default(template, age["Threshold"])) == 300
-    errors = alarms[("AWS/Lambda", "Errors")]
-    assert errors["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "WorkerFunctionName"}}]
-    assert _default(template, errors["Dimensions"][0]["Value"]) == \
-        "internetid-verification-dev-process_verification_job"
-    failed = alarms[("InternetID/Verification", "JobsFailed")]
-    assert failed["Dimensions"] == [{"Name": "service", "Value": "verification-queue"}]
-    for alarm in alarms.values():
+    alarms = _alarms(template).values()
+    watched = [(a["Namespace"], a["MetricName"], a["Dimensions"][0]["Value"]) for a in alarms]
+
+    def queue(name):
+        return {"Fn::GetAtt": [name, "QueueName"]}
+    depth, age = ("AWS/SQS", "ApproximateNumberOfMessagesVisible"), ("AWS/SQS", "ApproximateAgeOfOldestMessage")
+    assert sorted(map(json.dumps, watched)) == sorted(map(json.dumps, [
+        (*depth, queue("DeadLetterQueue")), (*depth, queue("ProofDeadLetterQueue")),
+        (*depth, queue("UploadEventsDeadLetterQueue")),
+        (*age, queue("WorkQueue")), (*age, queue("ProofQueue")),
+        ("AWS/Lambda", "Errors", {"Ref": "WorkerFunctionName"}),
+        ("AWS/Lambda", "Errors", {"Ref": "ProofWorkerFunctionName"}),
+        ("InternetID/Verification", "JobsFailed", "verification-queue"),
+    ]))
+    for alarm in alarms:
         assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
         assert alarm["TreatMissingData"] == "notBreaching"
         assert alarm["Period"] == {"Ref": "AlarmPeriodSeconds"}
+        assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    by_name = _alarms(template)
+    assert by_name["DeadLetterQueueDepthAlarm"]["Threshold"] == 0
+    assert by_name["UploadEventsDeadLetterQueueDepthAlarm"]["Threshold"] == 0
+    assert int(_default(template, by_name["OldestMessageAgeAlarm"]["Threshold"])) == 300
+    assert _default(template, {"Ref": "WorkerFunctionName"}) == "internetid-verification-dev-process_verification_job"
+    assert _default(template, {"Ref": "ProofWorkerFunctionName"}) == "internetid-verification-dev-process_proof_job"
+
+
+def test_every_queue_has_a_dead_letter_queue(template):
+    resources = template["Resources"]
+    for queue, dead in (("WorkQueue", "DeadLetterQueue"), ("ProofQueue", "ProofDeadLetterQueue"),
+                        ("UploadEventsQueue", "UploadEventsDeadLetterQueue")):
+        redrive = resources[queue]["Properties"]["RedrivePolicy"]
+        assert redrive == {"deadLetterTargetArn": {"Fn::GetAtt": [dead, "Arn"]},
+                           "maxReceiveCount": {"Ref": "MaxReceiveCount"}}
+    assert resources["ProofQueue"]["Properties"]["VisibilityTimeout"] == {"Ref": "VisibilityTimeoutSeconds"}
 
 
 def test_outputs_cover_the_app_settings(template):
     assert set(template["Outputs"]) == {
         "UploadBucketName", "QueueUrl", "QueueName", "QueueArn", "DeadLetterQueueUrl",
         "DeadLetterQueueName", "DeadLetterQueueArn", "AlarmTopicArn", "FunctionPolicyArn",
-        "UploadEventsQueueUrl", "UploadEventsQueueName",
+        "UploadEventsQueueUrl", "UploadEventsQueueName", "ProofQueueUrl", "ProofQueueName",
+        "ProofDeadLetterQueueUrl", "ProofDeadLetterQueueName", "UploadEventsDeadLetterQueueUrl",
+        "UploadEventsDeadLetterQueueName",
     }
     assert set(STACK_OUTPUT_ENVIRONMENT) <= set(template["Outputs"])
 
@@ -164,6 +178,8 @@ def test_resolver_turns_alarm_properties_into_api_arguments(template):
         "WorkQueue": "http://127.0.0.1:1/123456789012/q",
         "DeadLetterQueue": "http://127.0.0.1:1/123456789012/q-dlq",
         "UploadEventsQueue": "http://127.0.0.1:1/123456789012/q-upload-events",
+        "ProofQueue": "http://127.0.0.1:1/123456789012/q-proof",
+        "ProofDeadLetterQueue": "http://127.0.0.1:1/123456789012/q-proof-dlq",
         "AlarmTopic": "arn:aws:sns:us-east-1:123456789012:q-alarms",
         "UploadBucket": "the-bucket",
     }
@@ -177,6 +193,7 @@ def test_resolver_turns_alarm_properties_into_api_arguments(template):
     resources = [s["Resource"] for s in policy["Statement"]]
     assert ["arn:aws:s3:::the-bucket/uploads/*", "arn:aws:s3:::the-bucket/inline/*"] in resources
     assert ["arn:aws:sqs:us-east-1:123456789012:q", "arn:aws:sqs:us-east-1:123456789012:q-dlq",
+            "arn:aws:sqs:us-east-1:123456789012:q-proof", "arn:aws:sqs:us-east-1:123456789012:q-proof-dlq",
             "arn:aws:sqs:us-east-1:123456789012:q-upload-events"] in resources
     bucket = r.resolve(template["Resources"]["UploadBucket"]["Properties"])
     assert "BucketName" not in bucket  # AWS::NoValue when no name is given
@@ -190,6 +207,10 @@ OUTPUTS = {
     "QueueName": "internetid-verification",
     "DeadLetterQueueUrl": "http://127.0.0.1:1/123456789012/internetid-verification-dlq",
     "DeadLetterQueueName": "internetid-verification-dlq",
+    "ProofQueueUrl": "http://127.0.0.1:1/123456789012/internetid-verification-proof",
+    "ProofQueueName": "internetid-verification-proof",
+    "ProofDeadLetterQueueUrl": "http://127.0.0.1:1/123456789012/internetid-verification-proof-dlq",
+    "UploadEventsQueueUrl": "http://127.0.0.1:1/123456789012/internetid-verification-upload-events",
     "UploadEventsQueueName": "internetid-verification-upload-events",
     "FunctionPolicyArn": "arn:aws:iam::123456789012:policy/p",
 }
@@ -210,6 +231,10 @@ def test_record_outputs_creates_a_chalice_config(tmp_path):
         "QUEUE_NAME": "internetid-verification",
         "DEAD_LETTER_QUEUE_URL": OUTPUTS["DeadLetterQueueUrl"],
         "DEAD_LETTER_QUEUE_NAME": "internetid-verification-dlq",
+        "PROOF_QUEUE_URL": OUTPUTS["ProofQueueUrl"],
+        "PROOF_QUEUE_NAME": "internetid-verification-proof",
+        "PROOF_DEAD_LETTER_QUEUE_URL": OUTPUTS["ProofDeadLetterQueueUrl"],
+        "UPLOAD_EVENTS_QUEUE_URL": OUTPUTS["UploadEventsQueueUrl"],
         "UPLOAD_EVENTS_QUEUE_NAME": "internetid-verification-upload-events",
     }
     assert stage["autogen_policy"] is False and stage["iam_policy_file"] == "policy-dev.json"

@@ -210,3 +210,71 @@ def test_an_attempt_that_fails_after_its_job_was_cancelled_is_dropped_not_retrie
     assert aws.count(aws.queue_url) == (0, 0)
     cancelled = store.get_job(job.id)
     assert (cancelled.status, cancelled.retry_count, store.history) == (CANCELLED, 0, [])
+# --- leases ------------------------------------------------------------------------------------
+
+def test_a_copy_delivered_while_the_lease_is_live_is_put_back_not_run(aws, store, app, verification):
+    job = submit(aws, store)
+    assert store.start_attempt(job.id, "another-worker", 60) is not None  # another worker runs it
+    assert run_once(aws, app) is False  # the handler raised: the message stays
+    assert aws.count(aws.queue_url) == (0, 1)  # hidden for a lease's length, not deleted
+    assert verification["calls"] == []  # no second run
+    held = store.get_job(job.id)
+    assert held.status == PROCESSING and held.attempts == 1 and held.retry_count == 0 and held.error is None
+
+
+def test_a_lease_that_ran_out_lets_the_next_delivery_run_the_job(aws, store, app, verification):
+    job = submit(aws, store)
+    store.start_attempt(job.id, "a-worker-that-died", 0)  # its lease is already over
+    assert run_once(aws, app) is True
+    done = store.get_job(job.id)
+    assert done.status == COMPLETED and done.attempts == 2 and len(store.history) == 1
+    assert job.id not in store.leases  # completion lets the lease go
+
+
+def test_the_heartbeat_renews_the_lease_and_the_message_visibility(aws, store, services, serve, monkeypatch):
+    """A job held inside the verification core until its lease was renewed twice: the lease is
+    then further ahead than the first one, and the message is still in flight."""
+    import dataclasses
+    import threading
+
+    app = serve(dataclasses.replace(services, settings=dataclasses.replace(services.settings, lease_seconds=0.3)))
+    renewed = threading.Event()
+    renewals: list[object] = []
+    real_renew = store.renew_lease
+
+    def counting_renew(job_id, token, seconds):
+        renewals.append(store.leases[job_id][1])
+        if len(renewals) >= 3:
+            renewed.set()
+        return real_renew(job_id, token, seconds)
+    monkeypatch.setattr(store, "renew_lease", counting_renew)
+
+    def held_verify(*args, **kwargs):
+        assert renewed.wait(30), "the lease was not renewed"
+        assert aws.count(aws.queue_url) == (0, 1)
+        return RESULT
+    monkeypatch.setattr(worker, "verify_hash", held_verify)
+    job = submit(aws, store)
+    assert run_once(aws, app) is True
+    assert renewals[-1] > renewals[0] and store.get_job(job.id).status == COMPLETED
+
+
+def test_a_transient_failure_lets_the_lease_go_and_marks_the_backoff(aws, store, app, verification):
+    verification["value"] = TransientError("RPC unreachable", "RPC_UNAVAILABLE")
+    job = submit(aws, store)
+    run_once(aws, app)
+    assert job.id not in store.leases and job.id in store.retry_at
+    assert store.delayed_counts() == {"verify": 1, "proof": 0}
+
+
+def test_a_proof_job_waits_on_the_proof_queue_and_its_retry_hides_it_there(aws, store, app, monkeypatch):
+    monkeypatch.setattr(worker, "prove_hash", lambda *args: (_ for _ in ()).throw(
+        TransientError("RPC unreachable", "RPC_UNAVAILABLE")))
+    job = store.create_job(job_type="proof", status=QUEUED, manifest_uri=MANIFEST, registry_address=REGISTRY,
+                           content_hash=HASH, file_name="a.txt")
+    from chalicelib.dispatch import enqueue_job
+    assert enqueue_job(app.services(), job.id, job.type)
+    assert aws.count(aws.queue_url) == (0, 0) and aws.count(aws.proof_queue_url) == (1, 0)
+    assert invoke_from_queue(aws, aws.proof_queue_url, app.process_proof_job) is False
+    assert aws.count(aws.proof_queue_url) == (0, 1)  # hidden for its backoff on its own queue
+    assert store.get_job(job.id).status == QUEUED
