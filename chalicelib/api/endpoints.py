@@ -98,7 +98,7 @@ def create_upload(services: Services, request: Request) -> Response:
     upload_request = forms.parse_upload_request(services.settings, request.raw_body)
     job_id = new_job_id()
     key = services.storage.object_key(job_id)
-    upload = services.storage.presign_upload(key, upload_request.content_type)
+    upload = services.storage.presign_upload(key, upload_request.content_type, upload_request.size)
     target = upload_request.target
     services.store.create_job(
         job_id=job_id, job_type=upload_request.job_type, status=AWAITING_UPLOAD,
