@@ -72,8 +72,10 @@ class Settings:
     registry_start_block: int | None = None
     log_scan_lookback_blocks: int = 1_000_000
     log_scan_block_range: int = 10_000
-    http_timeout_seconds: float = 10.0
+    http_timeout_seconds: float = 10.0  # wall-clock limit of each outbound call, headers and body included
     manifest_max_bytes: int = MIB
+    rpc_call_budget: int = 150  # JSON-RPC calls one verification may make, whatever the node answers
+    rpc_max_response_bytes: int = 4 * MIB  # per JSON-RPC answer, counted after decompression
     result_cache_seconds: float = 60.0  # reuse a completed result this long; 0 turns the cache off
 
     # API.
@@ -122,6 +124,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         log_scan_lookback_blocks=_int(env.get("LOG_SCAN_LOOKBACK_BLOCKS"), d.log_scan_lookback_blocks),
         log_scan_block_range=_int(env.get("LOG_SCAN_BLOCK_RANGE"), d.log_scan_block_range),
         http_timeout_seconds=_float(env.get("HTTP_TIMEOUT_SECONDS"), d.http_timeout_seconds),
+        rpc_call_budget=_int(env.get("RPC_CALL_BUDGET"), d.rpc_call_budget),
+        rpc_max_response_bytes=_int(env.get("RPC_MAX_RESPONSE_BYTES"), d.rpc_max_response_bytes),
         result_cache_seconds=_float(env.get("RESULT_CACHE_SECONDS"), d.result_cache_seconds),
         api_key=_str(env.get("API_KEY")),
         max_inline_upload_bytes=_int(env.get("MAX_INLINE_UPLOAD_BYTES"), d.max_inline_upload_bytes),

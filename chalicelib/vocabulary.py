@@ -120,6 +120,10 @@ REGISTRY_ADDRESS_INVALID = _verification("REGISTRY_ADDRESS_INVALID", True)
 CONTENT_HASH_INVALID = _verification("CONTENT_HASH_INVALID", True)
 RPC_REJECTED = _verification("RPC_REJECTED", True, "the RPC endpoint refused the call with a 4xx")
 RPC_URL_REQUIRED = _verification("RPC_URL_REQUIRED", True)
+RPC_LIMIT_EXCEEDED = _verification(
+    "RPC_LIMIT_EXCEEDED", True,
+    "the verification needed more JSON-RPC calls than `RPC_CALL_BUDGET`, or an answer was larger "
+    "than `RPC_MAX_RESPONSE_BYTES`")
 
 # Verification failures, transient: the job is retried.
 MANIFEST_FETCH_FAILED = _verification(
