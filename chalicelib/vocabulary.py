@@ -48,6 +48,9 @@ SIGNATURE_RE = re.compile(SIGNATURE_PATTERN)
 IPFS_URI_RE = re.compile(r"^ipfs://(Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{40,}|k[0-9a-z]{40,})(/[^\s?#]*)?$")
 HTTP_URL_RE = re.compile(r"^https?://[^\s/]+", re.IGNORECASE)
 MAX_URI_LENGTH = 2048
+# C0 and C1 control characters and DEL: refused in every text a client sends (PostgreSQL
+# refuses NUL in text columns, and none of them belong in a name or a URI).
+CONTROL_CHARACTER_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_FILE_NAME_LENGTH = 255
 LIST_LIMIT_DEFAULT = 50
 LIST_LIMIT_MAX = 100

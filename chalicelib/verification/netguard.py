@@ -119,13 +119,13 @@ def check_url_syntax(url: str) -> SplitResult:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise UrlNotAllowed(f"The URL {url!r} is malformed ({exc}).") from exc
+        raise UrlNotAllowed(f"The URL is malformed ({exc}).") from exc
     if parts.scheme.lower() not in ("http", "https"):
         raise UrlNotAllowed(
             f"The URL scheme {parts.scheme or '(none)'!r} is not allowed: use http:// or https://."
         )
     if not parts.hostname:
-        raise UrlNotAllowed(f"The URL {url!r} has no host.")
+        raise UrlNotAllowed("The URL has no host.")
     return parts
 
 
