@@ -123,7 +123,10 @@ def update_chalice_config(
     stage_config = config.setdefault("stages", {}).setdefault(stage, {})
     stage_config.setdefault("api_gateway_stage", "api")
     functions = stage_config.setdefault("lambda_functions", {})
-    functions.setdefault(WORKER_FUNCTION, {}).setdefault("lambda_timeout", WORKER_TIMEOUT_SECONDS)
+    worker = functions.setdefault(WORKER_FUNCTION, {})
+    worker.setdefault("lambda_timeout", WORKER_TIMEOUT_SECONDS)
+    if "WorkerReservedConcurrency" in outputs:  # the template's cap on the worker's concurrency
+        worker["reserved_concurrency"] = int(outputs["WorkerReservedConcurrency"])
     stage_config.setdefault("environment_variables", {}).update(environment_from_outputs(outputs))
     if policy_document is not None:
         policy_name = f"policy-{stage}.json"

@@ -127,7 +127,7 @@ def test_outputs_cover_the_app_settings(template):
     assert set(template["Outputs"]) == {
         "UploadBucketName", "QueueUrl", "QueueName", "QueueArn", "DeadLetterQueueUrl",
         "DeadLetterQueueName", "DeadLetterQueueArn", "AlarmTopicArn", "FunctionPolicyArn",
-        "UploadEventsQueueUrl", "UploadEventsQueueName",
+        "UploadEventsQueueUrl", "UploadEventsQueueName", "WorkerReservedConcurrency",
     }
     assert set(STACK_OUTPUT_ENVIRONMENT) <= set(template["Outputs"])
 
@@ -167,8 +167,9 @@ def test_resolver_turns_alarm_properties_into_api_arguments(template):
         "AlarmTopic": "arn:aws:sns:us-east-1:123456789012:q-alarms",
         "UploadBucket": "the-bucket",
     }
-    r = TemplateResolver(template, {"QueueName": "q", "AlarmPeriodSeconds": 10}, physical,
-                         "us-east-1", "123456789012", "stack")
+    r = TemplateResolver(template, {"QueueName": "q", "AlarmPeriodSeconds": 10, "CorsAllowedOrigin": "*"}, physical,
+                         "us-east-1", "123456789012", "stack",
+                         "arn:aws:cloudformation:us-east-1:123456789012:stack/stack/0f8fad5b-d9cb-469f-a165-70867728950e")
     dlq = r.resolve(template["Resources"]["DeadLetterQueueDepthAlarm"]["Properties"])
     assert dlq["AlarmName"] == "q-dlq-depth"
     assert dlq["Dimensions"] == [{"Name": "QueueName", "Value": "q-dlq"}]
@@ -179,7 +180,7 @@ def test_resolver_turns_alarm_properties_into_api_arguments(template):
     assert ["arn:aws:sqs:us-east-1:123456789012:q", "arn:aws:sqs:us-east-1:123456789012:q-dlq",
             "arn:aws:sqs:us-east-1:123456789012:q-upload-events"] in resources
     bucket = r.resolve(template["Resources"]["UploadBucket"]["Properties"])
-    assert "BucketName" not in bucket  # AWS::NoValue when no name is given
+    assert bucket["BucketName"] == "internetid-uploads-0f8fad5b-d9cb-469f-a165-70867728950e"  # from the stack id
     assert not r.enabled("AlarmEmailSubscription")
     assert not r.condition("HasAlarmEmail")
 
