@@ -54,8 +54,9 @@ def _scan_backwards(w3: Web3, params: dict[str, Any], start: int, to_block: int,
         except TransientError as exc:
             cause = exc.__cause__
             refused = isinstance(cause, Web3RPCError) and not isinstance(cause, MethodUnavailable)
-            if window > floor and refused:
-                window = max(floor, window // 2)  # e.g. "block range too large": ask for less
+            asked = to_block - from_block + 1
+            if asked > floor and refused:
+                window = max(floor, asked // 2)  # e.g. "block range too large": ask for less
                 continue
             raise
         if logs:
