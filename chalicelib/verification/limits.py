@@ -61,21 +61,25 @@ class Watchdog:
 
     @contextlib.contextmanager
     def deadline(self, seconds: float) -> Iterator[None]:
-        """Run the block under a wall-clock deadline; raise DeadlineExceeded when it overran."""
+        """Run the block under a wall-clock deadline; raise DeadlineExceeded when it overran,
+        also when the cut left something that parsed (a status line, half the headers)."""
         expired = threading.Event()
         timer = threading.Timer(seconds, self._cut, args=(expired,))
         timer.daemon = True
         token = active_watchdog.set(self)
+        overran = DeadlineExceeded(f"the call took longer than {seconds:g} s")
         timer.start()
         try:
             yield
         except Exception as exc:
             if expired.is_set():
-                raise DeadlineExceeded(f"the call took longer than {seconds:g} s") from exc
+                raise overran from exc
             raise
         finally:
             timer.cancel()
             active_watchdog.reset(token)
+        if expired.is_set():
+            raise overran
 
 
 # The watchdog of the call in progress: connections opened during the call register with it.

@@ -12,6 +12,7 @@ from chalicelib.config import Settings
 from chalicelib.errors import PermanentError, TransientError
 from chalicelib.verification import prove_hash, verify_hash
 from chalicelib.verification.registration import MIN_LOG_WINDOW
+from tests import hostile as hostile_answers
 from tests.hostile import drip, gzip_bomb, peak_rss_mib, send_bomb
 from tests.unit.test_verification_verify import HASH, REGISTRY, Node
 
@@ -141,8 +142,12 @@ def test_a_gzip_bomb_is_refused_at_the_cap_and_memory_stays_flat(misbehaving):
     assert growth < 50  # inflating it would have taken 400 MiB
 
 
+@pytest.mark.parametrize("interval", [0.2, 0.02], ids=["cut-in-status-line", "cut-in-headers"])
 @pytest.mark.parametrize("misbehaving", [("drip", "rpc"), ("drip", "manifest")], indirect=True)
-def test_a_dripping_server_is_cut_at_the_deadline(misbehaving):
+def test_a_dripping_server_is_cut_at_the_deadline(misbehaving, interval, monkeypatch):
+    """Cut in the status line, the call fails; cut after it, what arrived parses as an answer
+    with half its headers, which must not pass for one."""
+    monkeypatch.setattr(hostile_answers, "DRIP_INTERVAL_SECONDS", interval)
     started = time.monotonic()
     with pytest.raises(TransientError) as info:
         verify_hash(HASH, misbehaving.url + "/manifest.json", REGISTRY, misbehaving.url, _settings(misbehaving))
