@@ -4,8 +4,8 @@ result, the JSON-RPC calls it cost are printed and bounded, and the worker's pea
 flat. Then what clients read about failures (no provider key from an RPC URL), and control
 characters refused before anything is stored.
 
-The hostile nodes pass what they do not spoil on to the dev chain, so the entry a job reads is
-the real one of a registration made for the test.
+The hostile chains are the dev chain behind a proxy that spoils one thing, so the entry a job
+reads is the real one of a registration made for the test.
 """
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-import requests
 
 from chalicelib.config import Settings
 from tests.hostile import drip, gzip_bomb, peak_rss_mib, send_bomb
 from tests.integration.conftest import assert_error, aws_client
+from tests.integration.deepchain import DeepChainProxy
 
 HUGE_HEAD = 2**40
 JOB_WAIT_SECONDS = 180  # bounds how long a broken deadline takes to fail the test
@@ -29,21 +29,44 @@ BUDGET = Settings().rpc_call_budget  # the stack runs with the default
 PROVIDER_KEY = "k3y-0f-the-provider"
 
 
-class HostileNode:
-    """A JSON-RPC endpoint on loopback with one hostile trait; other calls go to the dev chain.
+class HostileChain(DeepChainProxy):
+    """The dev chain behind a proxy with one hostile trait: `logs_error` refuses every
+    eth_getLogs; `huge_head` reports head 2**40 (its blocks have timestamp = number and no
+    logs; the entry is read at the real head)."""
 
-    Traits: `logs_error` refuses every eth_getLogs; `huge_head` reports head 2**40 (blocks
-    with timestamp = number, no logs, entry reads at "latest"); `bomb` answers every POST with
-    a gzip bomb; `drip` sends every answer a byte at a time. Not done: TLS, GET."""
+    def __init__(self, upstream: str, trait: str) -> None:
+        super().__init__(upstream)
+        self.trait = trait
 
-    def __init__(self, trait: str, chain_url: str) -> None:
-        self.trait, self.chain_url = trait, chain_url
-        self.calls = 0  # JSON-RPC calls received (a batch counts each), or POSTs for bomb/drip
-        node = self
+    def _result(self, method: str, params: list[Any]) -> Any:
+        if method == "eth_getLogs":
+            if self.trait == "logs_error":
+                raise RuntimeError("query exceeds the block range limit")  # a JSON-RPC error answer
+            return []
+        if self.trait == "huge_head":
+            if method == "eth_getBlockByNumber":
+                number = HUGE_HEAD if params[0] == "latest" else int(params[0], 16)
+                return {"number": hex(number), "hash": "0x" + f"{number:064x}", "timestamp": hex(number)}
+            if method in ("eth_call", "eth_getCode"):
+                params = [params[0], "latest"]  # the chain behind has no block 2**40
+        return super()._result(method, params)
+
+
+class Misbehaving:
+    """Answers every request (GET or POST: a manifest host or an RPC node) with a gzip bomb
+    (`bomb`) or one byte at a time (`drip`); `requests_seen` counts them. Not done: TLS."""
+
+    def __init__(self, trait: str) -> None:
+        self.requests_seen = 0
+        host = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                node.handle(self)
+            def do_GET(self) -> None:  # noqa: N802
+                host.requests_seen += 1
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                (send_bomb if trait == "bomb" else drip)(self)
+
+            do_POST = do_GET
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -54,65 +77,12 @@ class HostileNode:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
-    def handle(self, handler: BaseHTTPRequestHandler) -> None:
-        body = json.loads(handler.rfile.read(int(handler.headers["Content-Length"])))
-        if self.trait in ("bomb", "drip"):
-            self.calls += 1
-            (send_bomb if self.trait == "bomb" else drip)(handler)
-            return
-        batch = body if isinstance(body, list) else [body]
-        self.calls += len(batch)
-        answers = [{"jsonrpc": "2.0", "id": r["id"], **self.answer(r["method"], r["params"])} for r in batch]
-        data = json.dumps(answers if isinstance(body, list) else answers[0]).encode()
-        handler.send_response(200)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
-
-    def answer(self, method: str, params: list) -> dict:
-        if method == "eth_getLogs":
-            if self.trait == "logs_error":
-                return {"error": {"code": -32005, "message": "query exceeds the block range limit"}}
-            return {"result": []}
-        if self.trait == "huge_head":
-            if method == "eth_getBlockByNumber":
-                number = HUGE_HEAD if params[0] == "latest" else int(params[0], 16)
-                return {"result": {"number": hex(number), "hash": "0x" + f"{number:064x}", "timestamp": hex(number)}}
-            if method in ("eth_call", "eth_getCode"):
-                params = [params[0], "latest"]  # the chain behind has no block 2**40
-        upstream = requests.post(self.chain_url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
-                                 timeout=30).json()
-        return {k: v for k, v in upstream.items() if k in ("result", "error")}
-
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
 
 
-class DrippingManifestHost:
-    """Answers every GET one byte at a time (tests.hostile.drip)."""
-
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                drip(self)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.handle_error = lambda request, address: None
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-# What each job must end as: (status, errorCode or None, whether the proof may hold a tx).
+# What each job must end as: (status, errorCode).
 EXPECTED = {
     "logs_error": ("completed", None),  # the registration tx is best-effort: a proof without it
     "huge_head": ("failed", "RPC_LIMIT_EXCEEDED"),  # REGISTRY_START_BLOCK=0 up to 2**40: the budget ends it
@@ -126,41 +96,40 @@ def test_jobs_against_hostile_nodes_end_bounded_and_the_worker_keeps_its_memory(
     gzip_bomb()  # made before any job starts
     item = anchored(os.urandom(64))
     chain = stack.endpoints["rpc_url"]
-    nodes = {trait: HostileNode(trait, chain) for trait in ("logs_error", "huge_head", "bomb", "drip")}
-    manifest_host = DrippingManifestHost()
+    proxies = {trait: HostileChain(chain, trait) for trait in ("logs_error", "huge_head")}
+    hosts = {trait: Misbehaving(trait) for trait in ("bomb", "drip", "manifest_drip")}
     runner_pid = stack.runner.proc.pid
     peak_before = peak_rss_mib(runner_pid)
     try:
-        base = {"registryAddress": stack.endpoints["registry_address"], "contentHash": item.content_hash}
-        requests_by_case = {trait: {**base, "manifestURI": item.manifest_uri, "rpcUrl": node.url}
-                            for trait, node in nodes.items()}
-        requests_by_case["manifest_drip"] = {**base, "manifestURI": manifest_host.url + "/manifest.json", "rpcUrl": chain}
+        base = {"registryAddress": stack.endpoints["registry_address"], "contentHash": item.content_hash,
+                "manifestURI": item.manifest_uri}
+        cases = {case: {**base, "rpcUrl": server.url} for case, server in {**proxies, **hosts}.items()}
+        cases["manifest_drip"] = {**base, "manifestURI": hosts["manifest_drip"].url + "/manifest.json", "rpcUrl": chain}
         started = time.monotonic()
         job_ids = {}
-        for case, body in requests_by_case.items():
+        for case, body in cases.items():
             submitted = api.post("/api/verification-jobs/proof", json=body)
             assert submitted.status_code == 202, submitted.text
             job_ids[case] = submitted.json()["jobId"]
         finished = {case: api.wait_for_job(job_id, timeout=JOB_WAIT_SECONDS) for case, job_id in job_ids.items()}
         elapsed = time.monotonic() - started
     finally:
-        for node in nodes.values():
-            node.close()
-        manifest_host.close()
+        for server in (*proxies.values(), *hosts.values()):
+            server.close()
     growth = peak_rss_mib(runner_pid) - peak_before
+    calls = {**{case: p.counts.calls for case, p in proxies.items()},
+             **{case: h.requests_seen for case, h in hosts.items()}}
     print(f"\nall five jobs finished in {elapsed:.1f} s; the worker's peak memory grew {growth:.1f} MiB")
     for case, job in finished.items():
-        calls = nodes[case].calls if case in nodes else "-"
         print(f"  {case:14} {job['status']:9} {str(job['errorCode']):22} attempts {job['retryCount'] + 1}"
-              f"  JSON-RPC calls {calls}  error {job['error']!r}")
+              f"  requests {calls[case]}  error {job['error']!r}")
         assert (job["status"], job["errorCode"]) == EXPECTED[case], job
-    assert "tx" not in finished["logs_error"]["result"]
-    assert nodes["logs_error"].calls <= BUDGET
-    assert nodes["huge_head"].calls == BUDGET  # one attempt (permanent), stopped at the budget
-    assert finished["bomb"]["retryCount"] == 0 and nodes["bomb"].calls == 1
-    # Dripping hosts are cut at each call's deadline: one call per attempt, three attempts.
+    assert "tx" not in finished["logs_error"]["result"] and calls["logs_error"] <= BUDGET
+    assert calls["huge_head"] == BUDGET  # one attempt (permanent), stopped at the budget
+    assert finished["bomb"]["retryCount"] == 0 and calls["bomb"] == 1
+    # Dripping hosts are cut at each call's deadline: one request per attempt, three attempts.
     assert finished["drip"]["error"] == "The RPC endpoint did not answer eth_getBlockByNumber in time."
-    assert nodes["drip"].calls == Settings().max_retry_attempts
+    assert calls["drip"] == calls["manifest_drip"] == Settings().max_retry_attempts
     assert finished["manifest_drip"]["error"] == "Could not fetch the manifest: timed out."
     assert growth < 50  # the bomb inflates to 400 MiB in a reader without a cap
 
