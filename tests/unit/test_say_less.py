@@ -9,9 +9,9 @@ import logging
 
 import pytest
 
+from chalicelib.config import Settings
 from chalicelib.db import Database
 from chalicelib.errors import TransientError
-from chalicelib.config import Settings
 from chalicelib.verification import registry
 from chalicelib.vocabulary import DATABASE_UNAVAILABLE
 from tests.unit.conftest import make_settings
@@ -20,6 +20,7 @@ from tests.unit.test_endpoints import HASH, JSON_HEADERS, MANIFEST, REGISTRY, er
 PROVIDER_KEY = "k3y-0f-the-provider"
 DB_SECRET = "db-password-9"
 ACCOUNT_ARN = "arn:aws:iam::123456789012:role/internetid-worker"
+LOCAL = Settings(allow_private_networks=True, http_timeout_seconds=2)
 
 
 def test_health_says_which_check_failed_by_code_only(http, store, monkeypatch, caplog):
@@ -56,7 +57,7 @@ def test_the_database_adapter_keeps_host_and_password_out_of_the_message():
 
 
 def test_an_unreachable_rpc_url_with_a_key_in_its_path_is_not_echoed(rpc):
-    settings = make_settings_local()
+    settings = LOCAL
     closed = "http://127.0.0.1:1/v3/" + PROVIDER_KEY
     with pytest.raises(TransientError) as info:
         with registry.connected(closed, settings) as w3:
@@ -74,10 +75,6 @@ def test_a_sync_502_does_not_echo_the_deployments_rpc_url(http, use, aws):
                                ALLOW_PRIVATE_NETWORKS="true", IPFS_GATEWAY="http://127.0.0.1:1"))
     response = http.post("/api/verification-jobs/verify", headers=JSON_HEADERS, body=hash_job())
     assert response.status_code == 502 and PROVIDER_KEY not in response.body.decode()
-
-
-def make_settings_local() -> Settings:
-    return Settings(allow_private_networks=True, http_timeout_seconds=2)
 
 
 # --- control characters and long names: 400, and nothing stored ------------------------------
