@@ -55,4 +55,4 @@ def unavailable_as(code: str, what: str) -> Iterator[None]:
     try:
         yield
     except (BotoCoreError, ClientError) as exc:
-        raise TransientError(f"could not {what}: {exc}", code) from exc
+        raise TransientError(f"could not {what}", code, detail=str(exc)) from exc

@@ -30,6 +30,19 @@ STACK_OUTPUT_ENVIRONMENT = {
 }
 
 
+LOCAL_STAGE = "local"
+
+
+class ConfigurationError(RuntimeError):
+    """The settings cannot run safely; the message says what to set."""
+
+
+def _stage(env: Mapping[str, str]) -> str:
+    """STAGE when set (the Chalice stages set it); else a Lambda function (AWS sets
+    AWS_LAMBDA_FUNCTION_NAME) is a deployed stage, and anything else is a local run."""
+    return env.get("STAGE") or ("deployed" if env.get("AWS_LAMBDA_FUNCTION_NAME") else LOCAL_STAGE)
+
+
 def _bool(value: str | None, default: bool = False) -> bool:
     if value is None or value.strip() == "":
         return default
@@ -83,11 +96,14 @@ class Settings:
     registry_start_block: int | None = None
     log_scan_lookback_blocks: int = 1_000_000
     log_scan_block_range: int = 10_000
-    http_timeout_seconds: float = 10.0
+    http_timeout_seconds: float = 10.0  # wall-clock limit of each outbound call, headers and body included
     manifest_max_bytes: int = MIB
+    rpc_call_budget: int = 150  # JSON-RPC calls one verification may make, whatever the node answers
+    rpc_max_response_bytes: int = 4 * MIB  # per JSON-RPC answer, counted after decompression
     result_cache_seconds: float = 60.0  # reuse a completed result this long; 0 turns the cache off
 
-    # API.
+    # API. Any stage but `local` refuses to start without API_KEY (see `check_deployable`).
+    stage: str = LOCAL_STAGE
     api_key: str | None = None
     max_inline_upload_bytes: int = 4 * MIB
     max_upload_bytes: int = GIB
@@ -143,7 +159,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         log_scan_lookback_blocks=_int(env.get("LOG_SCAN_LOOKBACK_BLOCKS"), d.log_scan_lookback_blocks),
         log_scan_block_range=_int(env.get("LOG_SCAN_BLOCK_RANGE"), d.log_scan_block_range),
         http_timeout_seconds=_float(env.get("HTTP_TIMEOUT_SECONDS"), d.http_timeout_seconds),
+        rpc_call_budget=_int(env.get("RPC_CALL_BUDGET"), d.rpc_call_budget),
+        rpc_max_response_bytes=_int(env.get("RPC_MAX_RESPONSE_BYTES"), d.rpc_max_response_bytes),
         result_cache_seconds=_float(env.get("RESULT_CACHE_SECONDS"), d.result_cache_seconds),
+        stage=_stage(env),
         api_key=_str(env.get("API_KEY")),
         max_inline_upload_bytes=_int(env.get("MAX_INLINE_UPLOAD_BYTES"), d.max_inline_upload_bytes),
         max_upload_bytes=_int(env.get("MAX_UPLOAD_BYTES"), d.max_upload_bytes),
@@ -159,7 +178,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     )
 
 
+def check_deployable(config: Settings) -> Settings:
+    """Fail closed: a deployed stage without API_KEY would leave the job listing, retry and
+    redrive open to anyone, so it does not start."""
+    if config.stage != LOCAL_STAGE and not config.api_key:
+        raise ConfigurationError(
+            f"API_KEY is not set, and stage {config.stage!r} is not 'local': a deployed stage does not "
+            "start without it. Set API_KEY in the stage's environment_variables (.chalice/config.json) "
+            "or the function's environment; set STAGE=local only for a local run."
+        )
+    return config
+
+
 @lru_cache(maxsize=1)
 def settings() -> Settings:
-    """The process-wide settings, read once (a Lambda container keeps them for its life)."""
-    return load_settings()
+    """The process-wide settings, read once (a Lambda container keeps them for its life) and
+    checked before the first request or event is served (app.py reads them at import)."""
+    return check_deployable(load_settings())

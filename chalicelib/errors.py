@@ -4,6 +4,10 @@ Every failure inside a job is either permanent (retrying cannot help: fail the j
 consume the message) or transient (the world may change: put the job back and let SQS
 redeliver with backoff). Which one a code is, and its HTTP status, is written once in
 `chalicelib.vocabulary`; the classes here refuse a code that is not there or not of their kind.
+
+`message` is what a client may read (job `error`, 502/503 bodies): a code's short sentence, never
+an RPC URL's path, a database host, an account id or an address a name resolved to. `detail` is
+for the logs only: the underlying exception and whatever else helps an operator.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ class JobError(Exception):
     permanent: bool = True
     code: str = ""  # a subclass may fix its code
 
-    def __init__(self, message: str, code: str | None = None) -> None:
+    def __init__(self, message: str, code: str | None = None, detail: str | None = None) -> None:
         code = code or self.code
         known = ERROR_CODES.get(code)
         if known is None or known.permanent != self.permanent:
@@ -25,6 +29,14 @@ class JobError(Exception):
         super().__init__(message)
         self.message = message
         self.code = code
+        self.detail = detail
+
+    def log_fields(self) -> dict[str, str]:
+        """What the logs keep about this failure: the client's message and the detail."""
+        fields = {"code": self.code, "error": self.message}
+        if self.detail:
+            fields["detail"] = self.detail
+        return fields
 
 
 class PermanentError(JobError):

@@ -55,12 +55,10 @@ class Storage:
         """The answer of S3's `method` for the object, or None when the object does not exist."""
         try:
             return getattr(self.s3(), method)(Bucket=self.bucket, Key=key)
-        except ClientError as exc:
-            if error_code(exc) in NOT_FOUND_CODES:
+        except (ClientError, BotoCoreError) as exc:
+            if isinstance(exc, ClientError) and error_code(exc) in NOT_FOUND_CODES:
                 return None
-            raise TransientError(f"could not {what}: {exc}", STORAGE_UNAVAILABLE) from exc
-        except BotoCoreError as exc:
-            raise TransientError(f"could not {what}: {exc}", STORAGE_UNAVAILABLE) from exc
+            raise TransientError(f"could not {what}", STORAGE_UNAVAILABLE, detail=str(exc)) from exc
 
     def stream_object(self, key: str) -> tuple[int, Iterator[bytes]]:
         """Size and a chunk iterator of an object, read straight from S3 (never whole, never to disk)."""
@@ -85,9 +83,11 @@ class Storage:
             with unavailable_as(STORAGE_UNAVAILABLE, "reach the upload bucket"):
                 self.s3().head_bucket(Bucket=self.bucket)
 
-    def presign_upload(self, key: str, content_type: str | None) -> PresignedUpload:
-        """A presigned POST whose policy pins the key and the size range, so S3 itself refuses the rest."""
-        conditions: list = [["content-length-range", 1, self.settings.max_upload_bytes]]
+    def presign_upload(self, key: str, content_type: str | None, size: int | None = None) -> PresignedUpload:
+        """A presigned POST whose policy pins the key and the size range (exactly `size` bytes
+        when the client declared it), so S3 itself refuses the rest."""
+        low, high = (size, size) if size else (1, self.settings.max_upload_bytes)
+        conditions: list = [["content-length-range", low, high]]
         fields: dict[str, str] = {}
         if content_type:
             fields["Content-Type"] = content_type
@@ -100,7 +100,7 @@ class Storage:
         return PresignedUpload(
             url=post["url"],
             fields=post["fields"],
-            max_bytes=self.settings.max_upload_bytes,
+            max_bytes=high,
             expires_at=datetime.now(timezone.utc) + timedelta(seconds=expires),
         )
 
@@ -110,6 +110,6 @@ def _chunks(body: BinaryIO) -> Iterator[bytes]:
         while chunk := body.read(READ_CHUNK):
             yield chunk
     except (BotoCoreError, OSError) as exc:
-        raise TransientError(f"the upload stream broke: {exc}", STORAGE_UNAVAILABLE) from exc
+        raise TransientError("the upload stream broke", STORAGE_UNAVAILABLE, detail=str(exc)) from exc
     finally:
         body.close()

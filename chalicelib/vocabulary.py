@@ -49,6 +49,9 @@ SIGNATURE_RE = re.compile(SIGNATURE_PATTERN)
 IPFS_URI_RE = re.compile(r"^ipfs://(Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{40,}|k[0-9a-z]{40,})(/[^\s?#]*)?$")
 HTTP_URL_RE = re.compile(r"^https?://[^\s/]+", re.IGNORECASE)
 MAX_URI_LENGTH = 2048
+# C0 and C1 control characters and DEL: refused in every text a client sends (PostgreSQL
+# refuses NUL in text columns, and none of them belong in a name or a URI).
+CONTROL_CHARACTER_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_FILE_NAME_LENGTH = 255
 LIST_LIMIT_DEFAULT = 50
 LIST_LIMIT_MAX = 100
@@ -123,6 +126,10 @@ REGISTRY_ADDRESS_INVALID = _verification("REGISTRY_ADDRESS_INVALID", True)
 CONTENT_HASH_INVALID = _verification("CONTENT_HASH_INVALID", True)
 RPC_REJECTED = _verification("RPC_REJECTED", True, "the RPC endpoint refused the call with a 4xx")
 RPC_URL_REQUIRED = _verification("RPC_URL_REQUIRED", True)
+RPC_LIMIT_EXCEEDED = _verification(
+    "RPC_LIMIT_EXCEEDED", True,
+    "the verification needed more JSON-RPC calls than `RPC_CALL_BUDGET`, or an answer was larger "
+    "than `RPC_MAX_RESPONSE_BYTES`")
 
 # Verification failures, transient: the job is retried.
 MANIFEST_FETCH_FAILED = _verification(

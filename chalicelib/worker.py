@@ -232,12 +232,12 @@ def _as_job_error(exc: Exception) -> JobError:
     if isinstance(exc, JobError):
         return exc
     logger.exception("unexpected error in job; will retry")
-    return TransientError(f"internal error: {type(exc).__name__}: {exc}", INTERNAL_ERROR)
+    return TransientError("internal error; it has been logged", INTERNAL_ERROR, detail=f"{type(exc).__name__}: {exc}")
 
 
 def _handle_failure(services: Services, delivery: Delivery, job: Job, error: JobError, lease_token: str) -> None:
     store, settings, job_id = services.store, services.settings, delivery.job_id
-    extra = {"job_id": job_id, "code": error.code, "error": error.message, "receive_count": delivery.receive_count}
+    extra = {"job_id": job_id, **error.log_fields(), "receive_count": delivery.receive_count}
     if error.permanent:
         store.fail_job(job_id, error.message, error.code)
         logger.warning("job failed permanently", extra=extra)

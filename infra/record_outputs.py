@@ -125,7 +125,10 @@ def update_chalice_config(
     stage_config.setdefault("api_gateway_stage", "api")
     functions = stage_config.setdefault("lambda_functions", {})
     for name in WORKER_FUNCTIONS:
-        functions.setdefault(name, {}).setdefault("lambda_timeout", WORKER_TIMEOUT_SECONDS)
+        worker = functions.setdefault(name, {})
+        worker.setdefault("lambda_timeout", WORKER_TIMEOUT_SECONDS)
+        if "WorkerReservedConcurrency" in outputs:  # the template's cap on each worker's concurrency
+            worker["reserved_concurrency"] = int(outputs["WorkerReservedConcurrency"])
     stage_config.setdefault("environment_variables", {}).update(environment_from_outputs(outputs))
     if policy_document is not None:
         policy_name = f"policy-{stage}.json"

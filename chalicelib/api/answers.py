@@ -31,7 +31,7 @@ def answered(endpoint: Callable[..., Response]) -> Callable[..., Response]:
         except ApiError as exc:
             return json_response(exc.body(), exc.status)
         except JobError as exc:
-            logger.warning("dependency failure in a request", extra={"code": exc.code, "error": exc.message})
+            logger.warning("dependency failure in a request", extra=exc.log_fields())
             body = {"error": f"{exc.message}; try again shortly", "code": exc.code}
             return Response(body, status_code=503, headers={**JSON, "Retry-After": str(RETRY_AFTER_SECONDS)})
         except Exception:
@@ -42,7 +42,9 @@ def answered(endpoint: Callable[..., Response]) -> Callable[..., Response]:
 
 
 def verification_failed(exc: JobError) -> ApiError:
-    """A verification that failed inside a request: the client's input (422) or a dependency (502)."""
+    """A verification that failed inside a request: the client's input (422) or a dependency (502).
+    The client reads the error's message; its detail goes to the log."""
+    logger.info("verification failed in a request", extra=exc.log_fields())
     message = exc.message if exc.permanent else f"{exc.message}; try again shortly"
     return ApiError(exc.code, message, status=FAILED_VERIFICATION_STATUS[exc.permanent])
 

@@ -25,8 +25,8 @@ from chalicelib.telemetry import logger
 from chalicelib.timefmt import iso8601
 from chalicelib.verification import prove_hash, sha256_stream, verify_hash
 from chalicelib.vocabulary import (
-    AWAITING_UPLOAD, CANCELLED, COMPLETED, FAILED, INVALID_STATE, NOT_FOUND, PROOF, QUEUE_NOT_CONFIGURED, QUEUED,
-    UPLOAD_MISSING,
+    AWAITING_UPLOAD, CANCELLED, COMPLETED, FAILED, INTERNAL_ERROR, INVALID_STATE, NOT_FOUND, PROOF,
+    QUEUE_NOT_CONFIGURED, QUEUED, UPLOAD_MISSING,
 )
 from chalicelib.wiring import Services
 
@@ -99,7 +99,7 @@ def create_upload(services: Services, request: Request) -> Response:
     upload_request = forms.parse_upload_request(services.settings, request.raw_body)
     job_id = new_job_id()
     key = services.storage.object_key(job_id)
-    upload = services.storage.presign_upload(key, upload_request.content_type)
+    upload = services.storage.presign_upload(key, upload_request.content_type, upload_request.size)
     target = upload_request.target
     services.store.create_job(
         job_id=job_id, job_type=upload_request.job_type, status=AWAITING_UPLOAD,
@@ -217,20 +217,25 @@ def redrive(services: Services, request: Request) -> Response:
     return json_response({"moved": len(report.moved), "remaining": report.remaining})
 
 
-def _probe(check: Any) -> str:
+def _probe(name: str, check: Any) -> str:
+    """"ok", or "error: <CODE>": the details (hosts, ARNs, account ids) go to the log only."""
     try:
         check()
         return "ok"
-    except Exception as exc:  # a health check reports any failure rather than raising it
-        return f"error: {type(exc).__name__}: {str(exc)[:200]}"
+    except JobError as exc:  # a health check reports any failure rather than raising it
+        logger.warning("health check failed", extra={"check": name, **exc.log_fields()})
+        return f"error: {exc.code}"
+    except Exception:
+        logger.exception("health check failed", extra={"check": name})
+        return f"error: {INTERNAL_ERROR}"
 
 
 @answered
 def health(services: Services) -> Response:
     """Each dependency by name, so operators know where to look; 503 when one is down."""
-    checks = {"database": _probe(services.store.ping),
-              "queue": _probe(services.queue.check) if services.settings.queue_configured else "ok",
-              "storage": _probe(services.storage.check)}
+    checks = {"database": _probe("database", services.store.ping),
+              "queue": _probe("queue", services.queue.check) if services.settings.queue_configured else "ok",
+              "storage": _probe("storage", services.storage.check)}
     healthy = all(value == "ok" for value in checks.values())
     return json_response({"status": "ok" if healthy else "error", "checks": checks}, 200 if healthy else 503)
 

@@ -17,8 +17,8 @@ from chalicelib.config import Settings
 from chalicelib.errors import ApiError, JobError
 from chalicelib.verification.netguard import check_url
 from chalicelib.vocabulary import (
-    ADDRESS_RE, ALLOWED_CONTENT_TYPES, HASH_RE, HTTP_URL_RE, INVALID_JSON, INVALID_MULTIPART, IPFS_URI_RE,
-    JOB_STATUSES, JOB_TYPES, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, LIST_OFFSET_MAX, MAX_FILE_NAME_LENGTH,
+    ADDRESS_RE, ALLOWED_CONTENT_TYPES, CONTROL_CHARACTER_RE, HASH_RE, HTTP_URL_RE, INVALID_JSON,
+    INVALID_MULTIPART, IPFS_URI_RE, JOB_STATUSES, JOB_TYPES, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, LIST_OFFSET_MAX, MAX_FILE_NAME_LENGTH,
     MAX_URI_LENGTH, PAYLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE, VALIDATION_ERROR, VERIFY,
 )
 
@@ -77,7 +77,20 @@ def _text(fields: Mapping[str, Any], name: str, required: bool) -> str | None:
         return None
     if not isinstance(value, str):
         raise _bad(name, f"{name} must be a string")
-    return value.strip()
+    return _printable(name, value.strip())
+
+
+def _printable(name: str, value: str) -> str:
+    if CONTROL_CHARACTER_RE.search(value):
+        raise _bad(name, f"{name} must not contain control characters")
+    return value
+
+
+def _file_name(name: str, value: str | None) -> str | None:
+    """A client's file name, kept as data only: printable and at most MAX_FILE_NAME_LENGTH."""
+    if value is not None and len(value) > MAX_FILE_NAME_LENGTH:
+        raise _bad(name, f"{name} is longer than {MAX_FILE_NAME_LENGTH} characters")
+    return value if value is None else _printable(name, value)
 
 
 def _checked_url(settings: Settings, field: str, url: str) -> None:
@@ -147,6 +160,7 @@ def parse_submission(
         target = parse_target(settings, fields)
         if upload is None:
             raise _bad("file", "file is required (a multipart part named 'file')")
+        _file_name("file", upload.file_name)
         if not upload.data:
             raise _bad("file", "file is empty")
         if len(upload.data) > settings.max_inline_upload_bytes:
@@ -206,9 +220,7 @@ def parse_upload_request(settings: Settings, body: bytes | None) -> UploadReques
     if job_type not in JOB_TYPES:
         raise _bad("type", f"type must be {' or '.join(map(repr, JOB_TYPES))}")
     target = parse_target(settings, data)
-    file_name = _text(data, "filename", True)
-    if len(file_name) > MAX_FILE_NAME_LENGTH:
-        raise _bad("filename", f"filename is longer than {MAX_FILE_NAME_LENGTH} characters")
+    file_name = _file_name("filename", _text(data, "filename", True))
     content_type = _text(data, "contentType", False)
     if content_type is not None:
         content_type = _media_type(content_type)

@@ -122,7 +122,7 @@ class Database:
                 yield conn
         except psycopg.OperationalError as exc:
             logger.warning("database unavailable: %s", exc)
-            raise TransientError(f"Database unavailable: {exc}", code=DATABASE_UNAVAILABLE) from exc
+            raise TransientError("Database unavailable", code=DATABASE_UNAVAILABLE, detail=str(exc)) from exc
 
     def ping(self) -> None:
         """`SELECT 1` for the health check, waiting at most a few seconds for a connection (a

@@ -2,7 +2,8 @@
 
 A manifest URI comes from the client, so the fetch is defensive: only ipfs:// (through the
 configured gateways) and http(s)://, the address rule on every hop, at most 3 redirects followed
-by hand, timeouts, and a size cap enforced while the body streams in.
+by hand, a deadline for each whole request, and a size cap enforced (after decompression) while
+the body streams in.
 
 IPFS_GATEWAY may list several gateways: an ipfs:// manifest is asked of each in turn while they
 fail transiently (timeout, refused connection, 5xx, 408/425/429), each under the same rule and
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urljoin
@@ -29,7 +29,8 @@ from ..vocabulary import (
     HASH_RE, MANIFEST_FETCH_FAILED, MANIFEST_INVALID, MANIFEST_NOT_FOUND,
     MANIFEST_TOO_LARGE, MANIFEST_TOO_MANY_REDIRECTS, SIGNATURE_RE, UNSUPPORTED_URI,
 )
-from .netguard import check_url, guarded_session
+from .limits import BodyTooLarge, Fetched
+from .netguard import GuardedSession, check_url, guarded_session
 
 MIB = 1024 * 1024
 MAX_REDIRECTS = 3
@@ -37,8 +38,6 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 
 CID_RE = re.compile(r"^[A-Za-z0-9]+$")
-
-_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -53,8 +52,8 @@ class Manifest:
     raw: dict[str, Any] = field(repr=False)
 
 
-def _invalid(message: str) -> PermanentError:
-    return PermanentError(message, code=MANIFEST_INVALID)
+def _invalid(message: str, detail: str | None = None) -> PermanentError:
+    return PermanentError(message, code=MANIFEST_INVALID, detail=detail)
 
 
 def parse_manifest(data: bytes, max_bytes: int | None = MIB) -> dict[str, Any]:
@@ -120,74 +119,51 @@ def resolve_manifest_uri(uri: str, ipfs_gateway: str) -> tuple[str, str | None]:
     )
 
 
-def _fetch_failed(url: str, detail: str) -> TransientError:
-    return TransientError(
-        f"Could not fetch the manifest from {url}: {detail}.", code=MANIFEST_FETCH_FAILED
-    )
+def _fetch_failed(detail: str, cause: str | None = None) -> TransientError:
+    return TransientError(f"Could not fetch the manifest: {detail}.", code=MANIFEST_FETCH_FAILED,
+                          detail=cause)
 
 
-def _read_capped(response: requests.Response, url: str, max_bytes: int, deadline: float) -> bytes:
-    """Read the body, stopping (and refusing) as soon as it exceeds `max_bytes`."""
-    too_large = PermanentError(
-        f"The manifest at {url} is larger than {max_bytes} bytes.", code=MANIFEST_TOO_LARGE
-    )
-    length = response.headers.get("Content-Length")
-    if length and length.isdigit() and int(length) > max_bytes:
-        raise too_large
-    body = bytearray()
-    while True:
-        # read1 returns whatever one socket read brings, so a server dripping bytes slowly
-        # cannot hold us past the deadline (iter_content would wait for a full chunk).
-        chunk = response.raw.read1(_CHUNK, decode_content=True)
-        if not chunk:
-            break
-        body += chunk
-        if len(body) > max_bytes:
-            raise too_large
-        if time.monotonic() > deadline:
-            raise _fetch_failed(url, "the download took too long")
-    return bytes(body)
-
-
-def _get(session: requests.Session, url: str, settings: Settings) -> tuple[int, str | None, bytes]:
-    """One GET without following redirects: (status, Location, body of a 2xx answer)."""
-    timeout = settings.http_timeout_seconds
-    deadline = time.monotonic() + timeout
+def _get(session: GuardedSession, url: str, settings: Settings) -> Fetched:
+    """One GET without following redirects, within the session's deadline and the size cap."""
     try:
         # No Accept header: IPFS gateways negotiate on it and could answer with a DAG view.
-        with session.get(url, stream=True, allow_redirects=False, timeout=timeout) as response:
-            status = response.status_code
-            if 200 <= status < 300:
-                return status, None, _read_capped(response, url, settings.manifest_max_bytes, deadline)
-            return status, response.headers.get("Location"), b""
+        return session.fetch("GET", url, settings.manifest_max_bytes)
+    except BodyTooLarge as exc:
+        raise PermanentError(f"The manifest is larger than {exc.max_bytes} bytes.",
+                             code=MANIFEST_TOO_LARGE) from exc
     except (requests.exceptions.ContentDecodingError, urllib3.exceptions.DecodeError) as exc:
-        raise _invalid(f"The manifest at {url} could not be decoded ({exc}).") from exc
+        raise _invalid("The manifest could not be decoded.", detail=f"{url}: {exc}") from exc
     except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError) as exc:
-        raise _fetch_failed(url, "timed out") from exc
+        raise _fetch_failed("timed out", f"{url}: {exc}") from exc
     except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-        raise _fetch_failed(url, str(exc) or type(exc).__name__) from exc
+        raise _fetch_failed("the host could not be reached", f"{url}: {type(exc).__name__}: {exc}") from exc
 
 
 def fetch_bytes(url: str, settings: Settings) -> bytes:
-    """GET `url` under the address rule, following at most 3 redirects by hand."""
+    """GET `url` under the address rule, following at most 3 redirects by hand.
+
+    Messages say what went wrong, not where: the URL may be a gateway's with a key in it, and
+    a redirect's target is the host's business; the logs get the URL (`detail`)."""
     session = guarded_session(settings.allow_private_networks, settings.http_timeout_seconds)
     with session:
         for _ in range(MAX_REDIRECTS + 1):
             try:
                 check_url(url, settings.allow_private_networks)
             except TransientError as exc:  # DNS trouble
-                raise _fetch_failed(url, exc.message) from exc
-            status, location, body = _get(session, url, settings)
-            if 200 <= status < 300:
-                return body
-            if status in REDIRECT_STATUSES and location:
+                raise _fetch_failed(exc.message.rstrip("."), f"{url}: {exc.detail}") from exc
+            answer = _get(session, url, settings)
+            if 200 <= answer.status < 300:
+                return answer.body
+            location = answer.headers.get("Location")
+            if answer.status in REDIRECT_STATUSES and location:
                 url = urljoin(url, location)
                 continue
-            if status in TRANSIENT_STATUSES or status >= 500:
-                raise _fetch_failed(url, f"HTTP {status}")
+            if answer.status in TRANSIENT_STATUSES or answer.status >= 500:
+                raise _fetch_failed(f"HTTP {answer.status}", url)
             raise PermanentError(
-                f"The manifest URL {url} answered HTTP {status}: check manifestURI.",
-                code=MANIFEST_NOT_FOUND,
+                f"The manifest URL answered HTTP {answer.status}: check manifestURI.",
+                code=MANIFEST_NOT_FOUND, detail=url,
             )
     raise PermanentError(
         f"The manifest URL redirected more than {MAX_REDIRECTS} times.",
@@ -209,7 +185,7 @@ def fetch_from_first_available(urls: list[str], settings: Settings) -> bytes:
     raise TransientError(
         f"No IPFS gateway delivered the manifest ({len(failures)} tried): "
         + "; ".join(exc.message for exc in failures),
-        code=MANIFEST_FETCH_FAILED,
+        code=MANIFEST_FETCH_FAILED, detail="; ".join(str(exc.detail) for exc in failures),
     ) from failures[-1]
 
 

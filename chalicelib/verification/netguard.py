@@ -8,24 +8,27 @@ The rule (see the HTTP contract):
 - everything else (globally routable unicast) is allowed.
 
 A URL is checked twice: before the request (`check_url`, which resolves the host and refuses
-if ANY of its addresses is disallowed) and again when the socket is connected
-(`guarded_session`), because a name can resolve differently a moment later (DNS rebinding).
+if ANY of its addresses is disallowed) and again before the socket is connected
+(`guarded_session`, which then connects to a checked address only), because a name can
+resolve differently a moment later (DNS rebinding).
 """
 from __future__ import annotations
 
 import ipaddress
 import socket
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import SplitResult, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from ..errors import PermanentError, TransientError
 from ..vocabulary import DNS_RESOLUTION_FAILED, URL_NOT_ALLOWED
+from .limits import Fetched, Watchdog, active_watchdog, read_capped
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -68,33 +71,35 @@ def _embedded_ipv4(ip: IPAddress) -> list[IPAddress]:
 
 
 def address_refusal(address: str | IPAddress, allow_private: bool) -> str | None:
-    """Why `address` may not be contacted, or None when it may."""
+    """What kind of refused address `address` is ("a private address", ...), or None when it
+    may be contacted."""
     ip = ipaddress.ip_address(address.split("%", 1)[0] if isinstance(address, str) else address)
     for inner in _embedded_ipv4(ip):
         reason = address_refusal(inner, allow_private)
         if reason:
             return reason
     if ip in METADATA_ADDRESSES:
-        return f"{ip} is a cloud metadata address"
+        return "a cloud metadata address"
     if ip.is_link_local:
-        return f"{ip} is a link-local address"
+        return "a link-local address"
     if allow_private:
         return None
     if ip.is_loopback:
-        return f"{ip} is a loopback address"
+        return "a loopback address"
     if ip.is_unspecified:
-        return f"{ip} is the unspecified address"
+        return "the unspecified address"
     if ip.is_multicast:
-        return f"{ip} is a multicast address"
+        return "a multicast address"
     if ip.is_reserved:
-        return f"{ip} is a reserved address"
+        return "a reserved address"
     if ip.is_private or not ip.is_global:
-        return f"{ip} is a private address"
+        return "a private address"
     return None
 
 
 def check_address(address: str | IPAddress, allow_private: bool, what: str = "The URL") -> None:
-    """Raise UrlNotAllowed when `address` is refused by the rule."""
+    """Raise UrlNotAllowed when `address` is refused by the rule. The message names the kind of
+    address only: which internal address a name resolved to is for the logs (`detail`)."""
     reason = address_refusal(address, allow_private)
     if reason:
         hint = (
@@ -102,7 +107,8 @@ def check_address(address: str | IPAddress, allow_private: bool, what: str = "Th
             if not allow_private
             else "link-local and cloud metadata addresses are never allowed"
         )
-        raise UrlNotAllowed(f"{what} leads to {reason}, which is not allowed: {hint}.")
+        raise UrlNotAllowed(f"{what} leads to {reason}, which is not allowed: {hint}.",
+                            detail=f"{what} resolved to {address}")
 
 
 def check_url_syntax(url: str) -> SplitResult:
@@ -113,13 +119,13 @@ def check_url_syntax(url: str) -> SplitResult:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise UrlNotAllowed(f"The URL {url!r} is malformed ({exc}).") from exc
+        raise UrlNotAllowed(f"The URL is malformed ({exc}).") from exc
     if parts.scheme.lower() not in ("http", "https"):
         raise UrlNotAllowed(
             f"The URL scheme {parts.scheme or '(none)'!r} is not allowed: use http:// or https://."
         )
     if not parts.hostname:
-        raise UrlNotAllowed(f"The URL {url!r} has no host.")
+        raise UrlNotAllowed("The URL has no host.")
     return parts
 
 
@@ -138,53 +144,77 @@ def check_url(url: str, allow_private: bool) -> SplitResult:
     parts = check_url_syntax(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    checked_addresses(host, port, allow_private)
+    return parts
+
+
+def _connect_addresses(host: str, port: int | None) -> list[str]:
+    """The addresses a connection to `host` goes to, resolved when the socket is opened."""
+    return [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+
+
+def checked_addresses(host: str, port: int, allow_private: bool,
+                      resolve: Callable[[str, int], list[str]] | None = None) -> list[str]:
+    """Every address `host` resolves to (with `resolve`, else `resolve_host`), once all of them
+    pass the rule; TransientError (`DNS_RESOLUTION_FAILED`) when the name cannot be resolved now."""
     try:
-        addresses = resolve_host(host, port)
+        addresses = (resolve or resolve_host)(host, port)
     except (socket.gaierror, UnicodeError) as exc:
-        raise TransientError(
-            f"Could not resolve the host {host!r} ({exc}).", code=DNS_RESOLUTION_FAILED
-        ) from exc
+        raise TransientError(f"Could not resolve the host {host!r}.", code=DNS_RESOLUTION_FAILED,
+                             detail=str(exc)) from exc
     if not addresses:
         raise TransientError(f"The host {host!r} has no address.", code=DNS_RESOLUTION_FAILED)
     for address in addresses:
         check_address(address, allow_private, what=f"The host {host!r}")
-    return parts
+    return addresses
 
 
 # --- connection-time check -------------------------------------------------------------------
 # urllib3 opens every socket in `HTTPConnection._new_conn` (HTTPS wraps TLS around it
-# afterwards). Checking the connected peer there covers every request of a session,
-# redirects included, whatever DNS answered at that moment.
+# afterwards). There the host is resolved again and checked, and the socket is connected only
+# to an address that passed: every request of a session, redirects included, whatever DNS
+# answers at that moment, and a refused address is never contacted (so no answer tells an open
+# port from a closed one).
 
 
-class _PeerCheckMixin:
+class _CheckedConnectMixin:
     allow_private: bool = False
     host: str
+    port: int
+    _dns_host: str
 
     def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()  # type: ignore[misc]
+        watchdog = active_watchdog.get()
+        if watchdog is not None:
+            watchdog.adopt(self)
+        name = self._dns_host
+        addresses = checked_addresses(name, self.port, self.allow_private, _connect_addresses)
         try:
-            peer = sock.getpeername()[0]
-            check_address(peer, self.allow_private, what=f"The host {self.host!r}")
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+            for index, address in enumerate(addresses):
+                self._dns_host = address  # connect to the checked address; TLS still names the host
+                try:
+                    return super()._new_conn()  # type: ignore[misc]
+                except (NewConnectionError, ConnectTimeoutError):
+                    if index == len(addresses) - 1:
+                        raise
+        finally:
+            self._dns_host = name
+        raise AssertionError("unreachable: checked_addresses returns at least one address")
 
 
 @lru_cache(maxsize=2)
 def _pool_classes(allow_private: bool) -> dict[str, type]:
-    """Connection pools whose connections check their peer; one set per rule variant."""
+    """Connection pools whose connections check their address; one set per rule variant."""
     attrs = {"allow_private": allow_private}
-    http_conn = type("GuardedHTTPConnection", (_PeerCheckMixin, HTTPConnection), attrs)
-    https_conn = type("GuardedHTTPSConnection", (_PeerCheckMixin, HTTPSConnection), attrs)
+    http_conn = type("GuardedHTTPConnection", (_CheckedConnectMixin, HTTPConnection), attrs)
+    https_conn = type("GuardedHTTPSConnection", (_CheckedConnectMixin, HTTPSConnection), attrs)
     http_pool = type("GuardedHTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn})
     https_pool = type("GuardedHTTPSConnectionPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn})
     return {"http": http_pool, "https": https_pool}
 
 
 class GuardedAdapter(HTTPAdapter):
-    """An HTTPAdapter whose sockets must connect to an allowed peer, with a default timeout."""
+    """An HTTPAdapter whose sockets connect only to allowed addresses, with a default timeout."""
 
     def __init__(self, allow_private: bool, timeout: float | tuple[float, float], **kwargs: Any) -> None:
         self.allow_private = allow_private
@@ -205,19 +235,32 @@ class GuardedAdapter(HTTPAdapter):
         return super().send(request, *args, **kwargs)
 
 
-def guarded_session(
-    allow_private: bool, timeout: float | tuple[float, float], max_redirects: int = 3
-) -> requests.Session:
-    """A requests.Session for user-supplied URLs: peer check on every connection, a default
-    timeout, no proxies or .netrc from the environment, and at most `max_redirects` automatic
-    redirects (each redirect target is checked when its socket connects).
+class GuardedSession(requests.Session):
+    """A requests.Session for user-supplied URLs whose `fetch` calls are bounded in time and size."""
 
-    web3 uses it as `HTTPProvider(url, session=guarded_session(...))`.
-    """
-    session = requests.Session()
-    session.trust_env = False  # no HTTP(S)_PROXY: the connected peer must be the real server
-    session.max_redirects = max_redirects
-    adapter = GuardedAdapter(allow_private, timeout)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+    def __init__(self, allow_private: bool, timeout: float, max_redirects: int) -> None:
+        super().__init__()
+        self.trust_env = False  # no HTTP(S)_PROXY: the connected peer must be the real server
+        self.max_redirects = max_redirects
+        self.deadline_seconds = timeout
+        self.watchdog = Watchdog()
+        adapter = GuardedAdapter(allow_private, timeout)
+        self.mount("http://", adapter)
+        self.mount("https://", adapter)
+
+    def fetch(self, method: str, url: str, max_bytes: int, **kwargs: Any) -> Fetched:
+        """One request, redirects not followed, finished within `deadline_seconds` from the
+        first byte sent to the last byte read (DeadlineExceeded otherwise); the body of a 2xx
+        answer is read up to `max_bytes` after decompression (BodyTooLarge beyond)."""
+        with self.watchdog.deadline(self.deadline_seconds):
+            with self.request(method, url, stream=True, allow_redirects=False, **kwargs) as response:
+                body = read_capped(response, max_bytes) if 200 <= response.status_code < 300 else b""
+                return Fetched(response.status_code, response.headers, body)
+
+
+def guarded_session(allow_private: bool, timeout: float, max_redirects: int = 3) -> GuardedSession:
+    """A session for user-supplied URLs: the address rule on every connection, a default
+    timeout per socket operation and a deadline per `fetch`, no proxies or .netrc from the
+    environment, and at most `max_redirects` automatic redirects (each redirect target is
+    checked when its socket connects)."""
+    return GuardedSession(allow_private, timeout, max_redirects)

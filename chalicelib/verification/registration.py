@@ -22,6 +22,10 @@ CONTENT_REGISTERED_TOPIC = "0x" + keccak(text="ContentRegistered(bytes32,address
 # Block timestamps a registration search may ask for before it falls back to the bounded scan:
 # with the pinned head, the entry and the logs, a proof stays within 40 JSON-RPC calls.
 TIMESTAMP_PROBES = 32
+# A window the provider refuses is halved, but not below this many blocks (or the configured
+# window when smaller): some providers refuse every range, and halving down to one block would
+# turn a scan into a million calls. RPC_CALL_BUDGET bounds the whole search besides.
+MIN_LOG_WINDOW = 10
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,9 @@ def _get_logs(w3: Web3, params: dict[str, Any]) -> list[Any]:
 def _scan_backwards(w3: Web3, params: dict[str, Any], start: int, to_block: int, window: int) -> RegistrationTx | None:
     """The newest log matching `params` in blocks `start`..`to_block`, asked for in windows of
     `window` blocks from the top down; stops at the first window with a match. A window the
-    provider refuses with a JSON-RPC error is halved and retried, down to a single block."""
+    provider refuses with a JSON-RPC error is halved and retried, down to MIN_LOG_WINDOW."""
     window = max(1, window)
+    floor = min(window, MIN_LOG_WINDOW)
     while to_block >= start:
         from_block = max(start, to_block - window + 1)
         try:
@@ -49,8 +54,9 @@ def _scan_backwards(w3: Web3, params: dict[str, Any], start: int, to_block: int,
         except TransientError as exc:
             cause = exc.__cause__
             refused = isinstance(cause, Web3RPCError) and not isinstance(cause, MethodUnavailable)
-            if window > 1 and refused:
-                window = max(1, window // 2)  # e.g. "block range too large": ask for less
+            asked = to_block - from_block + 1
+            if asked > floor and refused:
+                window = max(floor, asked // 2)  # e.g. "block range too large": ask for less
                 continue
             raise
         if logs:

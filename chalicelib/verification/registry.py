@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import requests
 from eth_abi import decode as abi_decode
@@ -32,26 +32,25 @@ from eth_abi.exceptions import DecodingError
 from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3Exception
+from web3._utils.batching import sort_batch_response_by_response_ids
 from web3.providers.rpc import HTTPProvider
+from web3.types import RPCEndpoint, RPCResponse
 
 from ..config import Settings
 from ..errors import JobError, PermanentError, TransientError
 from ..vocabulary import (
     ADDRESS_RE, CONTENT_HASH_INVALID, HASH_RE, REGISTRY_ADDRESS_INVALID,
-    REGISTRY_INCOMPATIBLE, REGISTRY_NOT_FOUND, RPC_ERROR, RPC_REJECTED, RPC_UNAVAILABLE,
-    RPC_URL_REQUIRED,
+    REGISTRY_INCOMPATIBLE, REGISTRY_NOT_FOUND, RPC_ERROR, RPC_LIMIT_EXCEEDED, RPC_REJECTED,
+    RPC_UNAVAILABLE, RPC_URL_REQUIRED,
 )
-from .netguard import check_url, guarded_session
+from .limits import BodyTooLarge, DeadlineExceeded
+from .netguard import GuardedSession, check_url, guarded_session
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 ENTRIES_SELECTOR = function_signature_to_4byte_selector("entries(bytes32)")
 
 LAYOUT_A = ("address", "bytes32", "string", "uint64")  # offset word 0x80
 LAYOUT_B = ("address", "uint64", "string")  # offset word 0x60
-
-# Block timestamps a registration search may ask for before it falls back to the bounded scan:
-# with the pinned head, the entry and the logs, a proof stays within 40 JSON-RPC calls.
-TIMESTAMP_PROBES = 32
 
 
 
@@ -83,31 +82,85 @@ class PinnedBlock:
     timestamp: int
 
 
+class RpcHttpStatus(Exception):
+    """The RPC endpoint answered with an HTTP error status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
 @contextlib.contextmanager
 def rpc_errors(what: str) -> Iterator[None]:
-    """Turn web3/requests failures into the job error taxonomy (transient unless hopeless)."""
+    """Turn web3/requests failures into the job error taxonomy (transient unless hopeless).
+
+    Messages name the call and the HTTP status, never the endpoint's URL (its path often holds
+    a provider key); the underlying exception goes to `detail`, for the logs."""
     try:
         yield
     except JobError:
         raise  # UrlNotAllowed from the connection-time check, or our own errors
     except ContractLogicError as exc:
         raise PermanentError(
-            f"The contract reverted {what} ({exc}): is registryAddress a ContentRegistry?",
-            code=REGISTRY_INCOMPATIBLE,
+            f"The contract reverted {what}: is registryAddress a ContentRegistry?",
+            code=REGISTRY_INCOMPATIBLE, detail=str(exc),
         ) from exc
-    except requests.HTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else 0
-        if status in (408, 425, 429) or status >= 500 or status == 0:
-            raise TransientError(f"The RPC endpoint answered HTTP {status} during {what}.",
+    except RpcHttpStatus as exc:
+        if exc.status in (408, 425, 429) or exc.status >= 500:
+            raise TransientError(f"The RPC endpoint answered HTTP {exc.status} during {what}.",
                                  code=RPC_UNAVAILABLE) from exc
         raise PermanentError(
-            f"The RPC endpoint refused {what} with HTTP {status}: check rpcUrl.", code=RPC_REJECTED
+            f"The RPC endpoint refused {what} with HTTP {exc.status}: check rpcUrl.", code=RPC_REJECTED
         ) from exc
+    except BodyTooLarge as exc:
+        raise PermanentError(f"The RPC endpoint's answer to {what} is larger than {exc.max_bytes} bytes.",
+                             code=RPC_LIMIT_EXCEEDED) from exc
+    except DeadlineExceeded as exc:
+        raise TransientError(f"The RPC endpoint did not answer {what} in time.",
+                             code=RPC_UNAVAILABLE, detail=str(exc)) from exc
     except (requests.RequestException, OSError) as exc:
-        raise TransientError(f"The RPC endpoint is unreachable during {what} ({exc}).",
-                             code=RPC_UNAVAILABLE) from exc
+        raise TransientError(f"The RPC endpoint is unreachable during {what}.",
+                             code=RPC_UNAVAILABLE, detail=f"{type(exc).__name__}: {exc}") from exc
     except (Web3Exception, ValueError) as exc:  # JSON-RPC error object, non-JSON answer, ...
-        raise TransientError(f"The RPC endpoint failed {what} ({exc}).", code=RPC_ERROR) from exc
+        raise TransientError(f"The RPC endpoint failed {what}.", code=RPC_ERROR,
+                             detail=f"{type(exc).__name__}: {exc}") from exc
+
+
+class BoundedProvider(HTTPProvider):
+    """web3's HTTP provider, sending through a GuardedSession: every call is bounded in time
+    (the session's deadline) and size (`max_bytes` after decompression), and the client may
+    make at most `budget` JSON-RPC calls (a batch counts each of its calls), whatever the node
+    answers. web3's own transport reads whole bodies, with per-read timeouts only."""
+
+    def __init__(self, rpc_url: str, session: GuardedSession, max_bytes: int, budget: int) -> None:
+        # SQS redelivery is the retry policy; do not multiply it inside one attempt.
+        super().__init__(rpc_url, session=session, exception_retry_configuration=None)
+        self.guarded_session = session
+        self.max_bytes = max_bytes
+        self.budget = budget
+        self.calls = 0
+
+    def _post(self, data: bytes, calls: int) -> bytes:
+        if self.calls + calls > self.budget:
+            raise PermanentError(
+                f"The verification needed more than {self.budget} JSON-RPC calls (RPC_CALL_BUDGET); "
+                "it stopped there.", code=RPC_LIMIT_EXCEEDED)
+        self.calls += calls
+        fetched = self.guarded_session.fetch("POST", self.endpoint_uri, self.max_bytes, data=data,
+                                             headers=self.get_request_headers())
+        if fetched.status >= 400:
+            raise RpcHttpStatus(fetched.status)
+        return fetched.body
+
+    def _make_request(self, method: RPCEndpoint, request_data: bytes) -> bytes:
+        return self._post(request_data, 1)
+
+    def make_batch_request(self, batch_requests: list[tuple[RPCEndpoint, Any]]) -> list[RPCResponse] | RPCResponse:
+        raw = self._post(self.encode_batch_rpc_request(batch_requests), len(batch_requests))
+        response = self.decode_rpc_response(raw)
+        if not isinstance(response, list):
+            return response  # one error object for the whole batch
+        return sort_batch_response_by_response_ids(response)
 
 
 @contextlib.contextmanager
@@ -119,8 +172,9 @@ def connected(rpc_url: str | None, settings: Settings) -> Iterator[Web3]:
         yield connect(rpc_url, settings, session)
 
 
-def connect(rpc_url: str | None, settings: Settings, session: requests.Session | None = None) -> Web3:
-    """A Web3 client for a user-supplied RPC URL, under the address rule on every connection.
+def connect(rpc_url: str | None, settings: Settings, session: GuardedSession | None = None) -> Web3:
+    """A Web3 client for a user-supplied RPC URL, under the address rule on every connection,
+    with the call budget, deadline and answer cap of BoundedProvider.
 
     No network I/O happens here beyond resolving the host for the address check.
     """
@@ -129,19 +183,18 @@ def connect(rpc_url: str | None, settings: Settings, session: requests.Session |
         check_url(rpc_url, settings.allow_private_networks)
     except TransientError as exc:  # DNS trouble
         raise TransientError(
-            f"The RPC endpoint is unreachable: {exc.message}", code=RPC_UNAVAILABLE
+            f"The RPC endpoint is unreachable: {exc.message}", code=RPC_UNAVAILABLE, detail=exc.detail
         ) from exc
     session = session or guarded_session(settings.allow_private_networks, settings.http_timeout_seconds)
-    provider = HTTPProvider(
-        rpc_url,
-        session=session,
-        request_kwargs={"timeout": settings.http_timeout_seconds},
-        # SQS redelivery is the retry policy; do not multiply it inside one attempt.
-        exception_retry_configuration=None,
-    )
+    provider = BoundedProvider(rpc_url, session, settings.rpc_max_response_bytes, settings.rpc_call_budget)
     # No default middleware: this client only reads, so it needs no gas or ENS handling, and
     # the validation middleware would add an eth_chainId round trip before every eth_call.
     return Web3(provider, middleware=[])
+
+
+def rpc_calls(w3: Web3) -> int:
+    """JSON-RPC calls the client has made so far (for logs and tests)."""
+    return int(getattr(w3.provider, "calls", 0))
 
 
 def chain_id(w3: Web3) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..timefmt import iso_now
 from .manifest import Manifest
@@ -90,10 +91,17 @@ def onchain_dict(entry: OnchainEntry) -> dict[str, Any]:
             "revoked": entry.revoked}
 
 
-def evidence_dict(block: PinnedBlock, checked_at: str) -> dict[str, Any]:
-    """The chain state a result was read at; `cached` is false for a result computed now."""
+def rpc_evidence(rpc_url: str, deployment_rpc_url: str | None) -> dict[str, Any]:
+    """Which node answered: its host only (an RPC URL's path and query often hold a provider
+    key), and whether it is the deployment's own RPC_URL rather than one the client chose."""
+    return {"host": urlsplit(rpc_url).hostname or "", "deploymentNode": rpc_url == deployment_rpc_url}
+
+
+def evidence_dict(block: PinnedBlock, checked_at: str, rpc: dict[str, Any]) -> dict[str, Any]:
+    """The chain state a result was read at, and through which node (`rpc_evidence`); `cached`
+    is false for a result computed now."""
     return {"chainId": block.chain_id, "blockNumber": block.number, "blockHash": block.hash,
-            "checkedAt": checked_at, "cached": False}
+            "checkedAt": checked_at, "cached": False, "rpc": rpc}
 
 
 def build_verify_result(

@@ -15,7 +15,7 @@ from ..vocabulary import (PROGRESS_MANIFEST, PROGRESS_REGISTRY, PROGRESS_SIGNER,
                           RPC_ERROR)
 from . import registration, registry
 from .manifest import Manifest, fetch_manifest
-from .result import Checks, build_proof, build_verify_result, compute_checks, evidence_dict
+from .result import Checks, build_proof, build_verify_result, compute_checks, evidence_dict, rpc_evidence
 from .signature import recover_signer
 
 Progress = Callable[[int], None]
@@ -63,8 +63,8 @@ def _gather_evidence(
     entry = registry.read_entry(w3, registry_address, file_hash, head.number)
     _report(progress, PROGRESS_REGISTRY)
     checks = compute_checks(file_hash, manifest, recovered, entry, manifest_uri)
-    return _Evidence(file_hash, registry_address, manifest, recovered, entry, checks, head,
-                     evidence_dict(head, checked_at), w3)
+    evidence = evidence_dict(head, checked_at, rpc_evidence(rpc_url, settings.rpc_url))
+    return _Evidence(file_hash, registry_address, manifest, recovered, entry, checks, head, evidence, w3)
 
 
 def verify_hash(file_hash: str, manifest_uri: str, registry_address: str, rpc_url: str | None,

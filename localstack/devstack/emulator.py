@@ -91,8 +91,10 @@ class Emulator:
         """Create (or update) the resource stack from the template, fill in what the emulator
         skipped, and return the stack's outputs."""
         # Local endpoints are plain HTTP: a deny-non-TLS bucket policy would refuse every request
-        # (moto evaluates the Deny). Callers may still pass EnforceSecureTransport explicitly.
-        params = {"EnforceSecureTransport": "false", **{k: str(v) for k, v in (parameters or {}).items()}}
+        # (moto evaluates the Deny); local browsers upload from any origin. Callers may still pass
+        # EnforceSecureTransport or CorsAllowedOrigin explicitly.
+        params = {"EnforceSecureTransport": "false", "CorsAllowedOrigin": "*",
+                  **{k: str(v) for k, v in (parameters or {}).items()}}
         # cfn-lint takes a second to import: decode the template while the stack is created.
         decoding = ThreadPoolExecutor(1, thread_name_prefix="devstack-template")
         template = decoding.submit(load_template, template_path)
@@ -139,8 +141,9 @@ class Emulator:
         physical = {r["LogicalResourceId"]: r["PhysicalResourceId"]
                     for r in resources["StackResources"] if r.get("LogicalResourceId") and r.get("PhysicalResourceId")}
         account = self.client("sts").get_caller_identity()["Account"]
+        (stack,) = self.client("cloudformation").describe_stacks(StackName=self.stack_name)["Stacks"]
         return TemplateResolver(template or load_template(), self.parameters, physical, self.region, account,
-                                self.stack_name)
+                                self.stack_name, stack["StackId"])
 
     def _fill_in(self, template: Mapping) -> None:
         resolver = self.resolver(template)

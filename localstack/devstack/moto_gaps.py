@@ -37,17 +37,20 @@ class TemplateResolver:
     """Evaluates the intrinsic functions the template uses, against a created stack.
 
     Knows: Ref (parameters, pseudo parameters, resources -> physical id), Fn::GetAtt (queue
-    QueueName/Arn, topic TopicName/TopicArn, bucket Arn), Fn::Sub, Fn::If/Equals/Not and Condition. Anything else raises, so a template change that needs
+    QueueName/Arn, topic TopicName/TopicArn, bucket Arn), Fn::Sub, Fn::If/Equals/Not, Fn::Select,
+    Fn::Split and Condition. Anything else raises, so a template change that needs
     more is noticed at once.
     """
 
     def __init__(self, template: Mapping, parameters: Mapping[str, Any], physical_ids: Mapping[str, str],
-                 region: str, account_id: str, stack_name: str):
+                 region: str, account_id: str, stack_name: str, stack_id: str | None = None):
         self.template = template
         self.resources = template.get("Resources", {})
         self.physical_ids = dict(physical_ids)
         self.pseudo = {"AWS::Region": region, "AWS::AccountId": account_id, "AWS::Partition": "aws",
                        "AWS::StackName": stack_name, "AWS::URLSuffix": "amazonaws.com", "AWS::NoValue": _NO_VALUE}
+        if stack_id is not None:
+            self.pseudo["AWS::StackId"] = stack_id
         self.parameters = {name: str(parameters[name] if name in parameters else spec["Default"])
                            for name, spec in template.get("Parameters", {}).items()
                            if name in parameters or "Default" in spec}
@@ -119,6 +122,8 @@ class TemplateResolver:
             "Fn::If": lambda a: self.resolve(a[1] if self.condition(a[0]) else a[2]),
             "Fn::Equals": lambda a: str(self.resolve(a[0])) == str(self.resolve(a[1])),
             "Fn::Not": lambda a: not self.resolve(a[0]),
+            "Fn::Select": lambda a: self.resolve(a[1])[int(self.resolve(a[0]))],
+            "Fn::Split": lambda a: str(self.resolve(a[1])).split(a[0]),
             "Condition": self.condition,
         }
 

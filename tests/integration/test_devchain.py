@@ -19,7 +19,9 @@ from devstack.anvil import REGISTRY_CONTRACTS, Anvil, load_artifact
 
 pytestmark = pytest.mark.integration
 
-SETTINGS = Settings(allow_private_networks=True, registry_start_block=0)
+# One client serves the whole module, so its JSON-RPC call budget (per verification in the
+# product) is raised to cover every test of it.
+SETTINGS = Settings(allow_private_networks=True, registry_start_block=0, rpc_call_budget=1_000_000)
 URI = "ipfs://QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"
 ENTRY_REVOKED_TOPIC = Web3.to_hex(Web3.keccak(text="EntryRevoked(bytes32,uint64)"))
 LAYOUTS = pytest.mark.parametrize("layout", REGISTRY_CONTRACTS)

@@ -152,6 +152,14 @@ def test_function_policy_and_chalice_config_are_recorded(aws, tmp_path):
     assert env["QUEUE_NAME"] == QUEUE_NAME and env["DEAD_LETTER_QUEUE_NAME"] == DLQ_NAME
 
 
+def test_only_the_upload_bucket_may_send_to_the_upload_events_queue(aws):
+    attributes = aws.client("sqs").get_queue_attributes(QueueUrl=aws.outputs["UploadEventsQueueUrl"],
+                                                        AttributeNames=["Policy"])["Attributes"]
+    (statement,) = json.loads(attributes["Policy"])["Statement"]
+    assert statement["Condition"]["ArnEquals"] == {"aws:SourceArn": f"arn:aws:s3:::{aws.outputs['UploadBucketName']}"}
+    assert aws.outputs["UploadBucketName"].startswith("internetid-uploads-")  # named from the stack id
+
+
 def test_uploads_notify_the_upload_events_queue(aws):
     queue_url = aws.outputs["UploadEventsQueueUrl"]
     config = aws.client("s3").get_bucket_notification_configuration(Bucket=aws.outputs["UploadBucketName"])

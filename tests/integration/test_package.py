@@ -18,7 +18,9 @@ from tests.unit.test_template import ROOT, run_cfn_lint
 
 def test_chalice_package_output_passes_cfn_lint(tmp_path: Path) -> None:
     out = tmp_path / "package"
-    env = {**os.environ, "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+    # Packaging imports app.py with the dev stage's environment: a deployed stage needs API_KEY.
+    env = {**os.environ, "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+           "API_KEY": "packaging-only"}
     package = subprocess.run(
         [sys.executable, "-c", "import sys; from chalice.cli import main; sys.exit(main())",
          "--project-dir", str(ROOT), "package", "--stage", "dev", str(out)],

@@ -36,7 +36,8 @@ def create_upload(api, stack, item, size: int | None, max_bytes: int = 1024 ** 3
     created = response.json()
     assert created["status"] == "awaiting_upload"
     assert response.headers["Location"] == created["pollUrl"] == f"/api/verification-jobs/{created['jobId']}"
-    assert created["upload"]["method"] == "POST" and created["upload"]["maxBytes"] == max_bytes
+    # A declared size is pinned: the policy takes exactly that many bytes.
+    assert created["upload"]["method"] == "POST" and created["upload"]["maxBytes"] == (size or max_bytes)
     assert created["upload"]["expiresAt"].endswith("Z")
     return created
 
@@ -192,6 +193,12 @@ class TestStorageEnforcesThePolicy:
         refused = post_to_storage(created["upload"], os.urandom(1001))
         assert refused.status_code in (400, 403), refused.text
         assert "EntityTooLarge" in refused.text or "content-length-range" in refused.text
+
+    def test_a_size_other_than_the_declared_one_is_refused(self, stack, api, anchored):
+        item = anchored(os.urandom(10), register=False)
+        created = create_upload(api, stack, item, 10)
+        refused = post_to_storage(created["upload"], os.urandom(11))
+        assert refused.status_code in (400, 403), refused.text
 
     def test_below_the_minimum_size_is_refused(self, stack, api, anchored):
         item = anchored(os.urandom(10), register=False)

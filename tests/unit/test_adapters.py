@@ -2,6 +2,7 @@
 the vocabulary's transient code (a 503 in a request, a retry in a job), never a raw botocore error."""
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -42,6 +43,18 @@ def test_presigned_post_pins_key_type_and_size(services):
     assert upload.fields["key"] == "uploads/j" and upload.fields["Content-Type"] == "video/mp4"
     assert upload.max_bytes == services.settings.max_upload_bytes and upload.url
     assert "Content-Type" not in services.storage.presign_upload("uploads/k", None).fields
+
+
+def _size_range(upload) -> list:
+    policy = json.loads(base64.b64decode(upload.fields["policy"]))
+    return next(c for c in policy["conditions"] if isinstance(c, list) and c[0] == "content-length-range")
+
+
+def test_presigned_post_pins_the_declared_size(services):
+    declared = services.storage.presign_upload("uploads/s", None, size=1234)
+    assert _size_range(declared) == ["content-length-range", 1234, 1234] and declared.max_bytes == 1234
+    undeclared = services.storage.presign_upload("uploads/t", None)
+    assert _size_range(undeclared) == ["content-length-range", 1, services.settings.max_upload_bytes]
 
 
 def test_every_storage_call_translates_a_missing_bucket(aws, services):

@@ -145,7 +145,8 @@ def test_result_schemas(doc: dict) -> None:
     assert set(proof["required"]) == {"version", "generated_at", "network", "registry", "content", "manifest",
                                       "onchain", "signature", "verification", "evidence"}
     assert "revoked" in _schema(doc, "Onchain")["required"]
-    assert set(_schema(doc, "Evidence")["required"]) == {"chainId", "blockNumber", "blockHash", "checkedAt", "cached"}
+    assert set(_schema(doc, "Evidence")["required"]) == {"chainId", "blockNumber", "blockHash", "checkedAt", "cached", "rpc"}
+    assert set(_schema(doc, "Evidence")["properties"]["rpc"]["required"]) == {"host", "deploymentNode"}
 
 
 def test_the_results_the_core_builds_match_their_schemas(doc: dict) -> None:

@@ -141,7 +141,7 @@ def test_outputs_cover_the_app_settings(template):
         "DeadLetterQueueName", "DeadLetterQueueArn", "AlarmTopicArn", "FunctionPolicyArn",
         "UploadEventsQueueUrl", "UploadEventsQueueName", "ProofQueueUrl", "ProofQueueName",
         "ProofDeadLetterQueueUrl", "ProofDeadLetterQueueName", "UploadEventsDeadLetterQueueUrl",
-        "UploadEventsDeadLetterQueueName",
+        "UploadEventsDeadLetterQueueName", "WorkerReservedConcurrency",
     }
     assert set(STACK_OUTPUT_ENVIRONMENT) <= set(template["Outputs"])
 
@@ -183,8 +183,9 @@ def test_resolver_turns_alarm_properties_into_api_arguments(template):
         "AlarmTopic": "arn:aws:sns:us-east-1:123456789012:q-alarms",
         "UploadBucket": "the-bucket",
     }
-    r = TemplateResolver(template, {"QueueName": "q", "AlarmPeriodSeconds": 10}, physical,
-                         "us-east-1", "123456789012", "stack")
+    r = TemplateResolver(template, {"QueueName": "q", "AlarmPeriodSeconds": 10, "CorsAllowedOrigin": "*"}, physical,
+                         "us-east-1", "123456789012", "stack",
+                         "arn:aws:cloudformation:us-east-1:123456789012:stack/stack/0f8fad5b-d9cb-469f-a165-70867728950e")
     dlq = r.resolve(template["Resources"]["DeadLetterQueueDepthAlarm"]["Properties"])
     assert dlq["AlarmName"] == "q-dlq-depth"
     assert dlq["Dimensions"] == [{"Name": "QueueName", "Value": "q-dlq"}]
@@ -196,7 +197,7 @@ def test_resolver_turns_alarm_properties_into_api_arguments(template):
             "arn:aws:sqs:us-east-1:123456789012:q-proof", "arn:aws:sqs:us-east-1:123456789012:q-proof-dlq",
             "arn:aws:sqs:us-east-1:123456789012:q-upload-events"] in resources
     bucket = r.resolve(template["Resources"]["UploadBucket"]["Properties"])
-    assert "BucketName" not in bucket  # AWS::NoValue when no name is given
+    assert bucket["BucketName"] == "internetid-uploads-0f8fad5b-d9cb-469f-a165-70867728950e"  # from the stack id
     assert not r.enabled("AlarmEmailSubscription")
     assert not r.condition("HasAlarmEmail")
 

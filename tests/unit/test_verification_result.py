@@ -32,11 +32,12 @@ ENTRY = OnchainEntry(creator=CREATOR, manifest_uri=URI, timestamp=1759774786)
 OTHER = "0x" + "11" * 20
 BLOCK_HASH = "0x" + "cd" * 32
 CHECKED_AT = "2026-12-01T10:00:00.000Z"
+RPC = {"host": "rpc.example", "deploymentNode": True}
 
 
 def evidence(chain_id=84532):
     return evidence_dict(PinnedBlock(chain_id=chain_id, number=32_000_000, hash=BLOCK_HASH, timestamp=1759774800),
-                         CHECKED_AT)
+                         CHECKED_AT, RPC)
 
 
 EVIDENCE = evidence()
@@ -104,7 +105,7 @@ def test_verify_result_shape_and_order():
         "onchain": {"creator": CREATOR, "manifestURI": URI, "timestamp": 1759774786, "revoked": False},
         "checks": {"manifestHashOk": True, "creatorOk": True, "manifestOk": True},
         "evidence": {"chainId": 84532, "blockNumber": 32_000_000, "blockHash": BLOCK_HASH,
-                     "checkedAt": CHECKED_AT, "cached": False},
+                     "checkedAt": CHECKED_AT, "cached": False, "rpc": RPC},
     }
     assert list(result) == ["status", "fileHash", "recovered", "onchain", "checks", "evidence"]
     assert list(result["onchain"]) == ["creator", "manifestURI", "timestamp", "revoked"]

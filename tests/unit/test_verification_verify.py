@@ -2,6 +2,7 @@
 host (GET) and the JSON-RPC endpoint (POST)."""
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,8 @@ def evidence_of(result):
     return evidence
 
 
-PINNED = {"chainId": 84532, "blockNumber": HEAD, "blockHash": block_hash(HEAD), "cached": False}
+PINNED = {"chainId": 84532, "blockNumber": HEAD, "blockHash": block_hash(HEAD), "cached": False,
+          "rpc": {"host": "127.0.0.1", "deploymentNode": False}}  # the client's node: no RPC_URL set
 
 
 class Node(LoopbackRpc):
@@ -194,6 +196,7 @@ def test_proof_has_the_vector_shape_and_the_tx(node, settings):
     expected["tx"] = {"txHash": None, "blockNumber": None}
     expected["onchain"]["revoked"] = None
     expected["evidence"] = {key: None for key in ("chainId", "blockNumber", "blockHash", "checkedAt", "cached")}
+    expected["evidence"]["rpc"] = {"host": None, "deploymentNode": None}
     assert shape(proof) == expected
 
 
@@ -265,3 +268,13 @@ def test_registry_without_code(node, settings):
     with pytest.raises(PermanentError) as info:
         verify_hash(HASH, node.url + "/manifest.json", REGISTRY, node.url, settings)
     assert info.value.code == "REGISTRY_NOT_FOUND"
+
+
+def test_evidence_names_the_node_by_host_only_and_says_whether_it_is_the_deployments(node, settings):
+    keyed = node.url + "/v3/secret-provider-key"  # the node answers on any path
+    uri = node.url + "/manifest.json"
+    own = verify_hash(HASH, uri, REGISTRY, keyed, replace(settings, rpc_url=keyed))
+    chosen = prove_hash(HASH, "f", uri, REGISTRY, keyed, replace(settings, rpc_url=node.url + "/other"))
+    assert own["evidence"]["rpc"] == {"host": "127.0.0.1", "deploymentNode": True}
+    assert chosen["evidence"]["rpc"] == {"host": "127.0.0.1", "deploymentNode": False}
+    assert "secret-provider-key" not in json.dumps([own, chosen])

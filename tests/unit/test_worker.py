@@ -82,11 +82,12 @@ def test_a_transient_failure_requeues_the_job_and_leaves_the_message_out_of_sigh
 
 
 def test_an_unexpected_exception_is_retried_not_lost(aws, store, app, verification):
-    verification["value"] = KeyError("boom")
+    verification["value"] = KeyError("postgres://admin@db.internal:5432")
     job = submit(aws, store)
     run_once(aws, app)
     assert aws.count(aws.queue_url) == (0, 1)
-    assert store.get_job(job.id).error_code == "INTERNAL_ERROR" and "KeyError" in store.get_job(job.id).error
+    stored = store.get_job(job.id)
+    assert stored.error_code == "INTERNAL_ERROR" and stored.error == "internal error; it has been logged"
 
 
 def test_the_last_attempt_fails_the_job_and_the_queue_dead_letters_the_message(aws, store, app, verification,
