@@ -19,9 +19,9 @@ from chalicelib.jobs import Job
 from chalicelib.queue import MAX_VISIBILITY_SECONDS, job_id_from_body
 from chalicelib.result_cache import cached_verification
 from chalicelib.telemetry import job_finished, logger
-from chalicelib.verification import prove_hash, sha256_stream, verify_hash
+from chalicelib.verification import sha256_stream
 from chalicelib.vocabulary import INTERNAL_ERROR, PROGRESS_HASHED, PROGRESS_PERSISTING, PROOF
-from chalicelib.wiring import Services
+from chalicelib.wiring import Services, verification
 
 
 class RetryScheduled(Exception):
@@ -96,11 +96,12 @@ def _execute(services: Services, job: Job) -> dict[str, Any]:
     rpc_url = job.rpc_url or settings.rpc_url
 
     def verify() -> dict[str, Any]:
+        core = verification()
         if job.type == PROOF:
-            return prove_hash(
+            return core.prove_hash(
                 file_hash, job.file_name or "", job.manifest_uri, job.registry_address, rpc_url, settings, progress
             )
-        return verify_hash(file_hash, job.manifest_uri, job.registry_address, rpc_url, settings, progress)
+        return core.verify_hash(file_hash, job.manifest_uri, job.registry_address, rpc_url, settings, progress)
 
     result = cached_verification(services.store, settings, job.type, file_hash, job.manifest_uri,
                                  job.registry_address, rpc_url, job.file_name, verify)

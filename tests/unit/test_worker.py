@@ -11,6 +11,8 @@ from chalicelib.errors import PermanentError, TransientError
 from chalicelib.queue import MAX_VISIBILITY_SECONDS
 from chalicelib.vocabulary import COMPLETED, FAILED, PROCESSING, QUEUED
 
+from chalicelib.wiring import verification as verification_core
+
 from tests.unit.conftest import invoke_from_queue
 
 REGISTRY = "0x" + "ab" * 20
@@ -37,7 +39,7 @@ def verification(monkeypatch):
         if isinstance(outcome["value"], Exception):
             raise outcome["value"]
         return outcome["value"]
-    monkeypatch.setattr(worker, "verify_hash", verify)
+    monkeypatch.setattr(verification_core(), "verify_hash", verify)
     return outcome
 
 
@@ -142,7 +144,7 @@ def test_a_missing_upload_fails_at_once_and_storage_down_is_retried(aws, store, 
 def test_a_proof_job_runs_the_proof(aws, store, app, monkeypatch):
     proof = {"content": {"hash": HASH}, "onchain": {"creator": "0x1"}, "signature": {"recovered": "0x1"},
              "verification": {"status": "WARN"}, "network": {"chainId": 84532}}
-    monkeypatch.setattr(worker, "prove_hash", lambda *args: proof)
+    monkeypatch.setattr(verification_core(), "prove_hash", lambda *args: proof)
     job = submit(aws, store)
     store.put(job, type="proof")
     run_once(aws, app)
