@@ -18,6 +18,10 @@ is not counted; memory is `VmRSS` of that interpreter at the end of the stage. S
   picks coincurve then): what the first job of a worker container pays before its own work;
   **before: + clients, first recovery** is the same on the baseline.
 
+Then signer recovery per signature (`recover_signer` on the committed vector, the mean of
+`--recoveries` after a warm-up) on eth_keys' pure-Python backend (`ECC_BACKEND_CLASS` set to
+it: the state before coincurve was in requirements.txt) and on the default one (coincurve).
+
 The variants run interleaved, round by round, so that the machine's load falls on all of them.
 No network is used. Figures go to stdout, progress to stderr; nothing is asserted.
 """
@@ -70,6 +74,20 @@ out["chalicelib"] = chalicelib.__file__
 print(json.dumps(out))
 """
 
+RECOVERY = r"""
+import json, sys, time
+from eth_keys.backends import get_backend
+from chalicelib.verification.signature import recover_signer
+manifest = json.load(open(sys.argv[2]))
+count = int(sys.argv[1])
+recover_signer(manifest["content_hash"], manifest["signature"])
+started = time.perf_counter()
+for _ in range(count):
+    recover_signer(manifest["content_hash"], manifest["signature"])
+print(json.dumps({"backend": type(get_backend()).__name__, "seconds": (time.perf_counter() - started) / count}))
+"""
+BACKENDS = (("before: pure Python", "eth_keys.backends.NativeECCBackend"), ("now: default", None))
+
 VARIANTS = (
     # name, directory key, stages, the stage whose figure is reported
     ("before: import app", "baseline", "import app", "import app"),
@@ -106,10 +124,20 @@ def run_once(directory: Path, stages: str) -> dict:
     return figures
 
 
+def recovery_time(backend_class: str | None, count: int) -> dict:
+    env = {key: value for key, value in os.environ.items() if key != "ECC_BACKEND_CLASS"}
+    if backend_class:
+        env["ECC_BACKEND_CLASS"] = backend_class
+    done = subprocess.run([sys.executable, "-c", RECOVERY, str(count), str(PROJECT_ROOT / MANIFEST)],
+                          cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_coldstart", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="fresh interpreters per variant (default 7)")
     parser.add_argument("--baseline", default=BASELINE, help=f"the commit to compare with (default {BASELINE})")
+    parser.add_argument("--recoveries", type=int, default=300, help="signer recoveries timed per backend (default 300)")
     args = parser.parse_args(argv)
 
     scratch = Path(tempfile.mkdtemp(prefix="iid-coldstart-"))
@@ -137,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         ratio = percentile(seconds[name], 50) / percentile(seconds[before], 50)
         goal = "; goal <= 40%" if name == "API: import app" else ""
         print(f"  {name:<36} {100 * ratio:5.0f}% of '{before}' (medians){goal}")
+
+    print(f"\n=== signer recovery: mean of {args.recoveries} recover_signer calls ===")
+    for label, backend_class in BACKENDS:
+        figures = recovery_time(backend_class, args.recoveries)
+        print(f"  {label:<22} {figures['backend']:<22} {figures['seconds'] * 1000:7.3f} ms per signature")
     return 0
 
 

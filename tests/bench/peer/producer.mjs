@@ -2,7 +2,7 @@
 // exponential backoff from 5 s, completed jobs kept 7 days / 1000), and waits for every one.
 // Input (stdin, one JSON line): {"jobs": [{filePath, manifestURI, registryAddress}, ...]}.
 // Output (stdout, one JSON line): {"wall": seconds from the first add to the last completion,
-// "statuses": {result status: count}, "failed": count}.
+// "statuses": {result status: count}, "failed": count, "cpu": this process's CPU seconds}.
 // Environment: REDIS_URL, QUEUE_NAME.
 import { Queue, QueueEvents } from "bullmq";
 
@@ -38,6 +38,7 @@ const started = process.hrtime.bigint();
 await queue.addBulk(input.jobs.map((data) => ({ name: "verify", data, opts: options })));
 await done;
 const wall = Number(process.hrtime.bigint() - started) / 1e9;
-console.log(JSON.stringify({ wall, statuses, failed }));
+const { user, system } = process.cpuUsage();
+console.log(JSON.stringify({ wall, statuses, failed, cpu: (user + system) / 1e6 }));
 await events.close();
 await queue.close();
