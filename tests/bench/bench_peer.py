@@ -43,7 +43,7 @@ from typing import Any
 from devstack.stack import PROJECT_ROOT
 
 from tests.bench._common import add_stack_arguments, BenchStack, bench_stack, cpu_seconds, load_line, say, spread
-from tests.bench.bench_pipeline import Item, make_items, print_cpu, run_pipeline
+from tests.bench.bench_pipeline import Item, add_workload_arguments, make_items, print_cpu, run_pipeline
 
 PEER_DIR = PROJECT_ROOT / "tests" / "bench" / "peer"
 QUEUE_NAME = "verification"
@@ -173,16 +173,10 @@ def print_side(title: str, run: dict[str, Any], jobs: int, worker: str, rates: d
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_peer", description=__doc__.splitlines()[0])
     add_stack_arguments(parser)
-    parser.add_argument("--jobs", type=int, default=200, help="jobs per side and round (default 200)")
-    parser.add_argument("--concurrency", type=int, default=8, help="client threads submitting to our API (default 8)")
+    add_workload_arguments(parser)  # the same jobs on both sides
     parser.add_argument("--peer-concurrency", type=int, default=8,
                         help="the Node worker's BullMQ concurrency (default 8; the original shipped 3)")
-    parser.add_argument("--files", type=int, default=8, help="distinct anchored files the jobs cycle through (default 8)")
-    parser.add_argument("--file-size", type=int, default=4096, help="bytes per file (default 4096)")
     parser.add_argument("--rounds", type=int, default=1, help="measure both sides this many times (default 1)")
-    parser.add_argument("--warmup", type=int, default=8, help="jobs run on each side and discarded first (default 8)")
-    parser.add_argument("--poll-interval", type=float, default=2.0, help="seconds between our job listings (default 2)")
-    parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for a round's jobs")
     parser.add_argument("--rest-seconds", type=float, default=5.0,
                         help="seconds of CPU measured at rest before each round (default 5)")
     args = parser.parse_args(argv)

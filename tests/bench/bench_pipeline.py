@@ -346,17 +346,22 @@ def check(pipe: dict[str, Any], inproc: dict[str, Any], here: dict[str, Any], jo
     return problems
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_pipeline", description=__doc__.splitlines()[0])
-    add_stack_arguments(parser)
+def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
+    """The jobs `run_pipeline` submits, and how it waits for them (bench_peer runs it too)."""
     parser.add_argument("--jobs", type=int, default=200, help="verify jobs per round (default 200)")
     parser.add_argument("--concurrency", type=int, default=8, help="client threads, and in-process threads (default 8)")
     parser.add_argument("--files", type=int, default=8, help="distinct anchored files the jobs cycle through (default 8)")
     parser.add_argument("--file-size", type=int, default=4096, help="bytes per file (default 4096)")
-    parser.add_argument("--rounds", type=int, default=1, help="measure this many times on the same stack (default 1)")
     parser.add_argument("--warmup", type=int, default=8, help="jobs run and discarded before measuring (default 8)")
     parser.add_argument("--poll-interval", type=float, default=2.0, help="seconds between job listings (default 2)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the jobs of a round")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_pipeline", description=__doc__.splitlines()[0])
+    add_stack_arguments(parser)
+    add_workload_arguments(parser)
+    parser.add_argument("--rounds", type=int, default=1, help="measure this many times on the same stack (default 1)")
     parser.add_argument("--runner-log", help="with --attach: the runner's log file, for the worker's stage times")
     parser.add_argument("--app-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for the API and the workers of our own stack, e.g. DATABASE_POOL_MAX=8")
