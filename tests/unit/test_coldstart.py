@@ -4,6 +4,7 @@ the first client). The worker and the sync endpoints load the core through
 `chalicelib.wiring.verification()` on first use. Each probe runs in a fresh interpreter, since
 this one has loaded everything long ago."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +21,15 @@ def loaded():
     return sorted(name for name in HEAVY if name in sys.modules)
 import app
 after_import = loaded()
+from chalicelib.wiring import services
+services()  # what a job-status route builds before its database read
+after_services = loaded()
 from chalicelib import verification as package
 from chalicelib.verification import verify
 from chalicelib.wiring import verification
 core = verification()
 print(json.dumps({
-    "after_import": after_import, "after_first_use": loaded(),
+    "after_import": after_import, "after_services": after_services, "after_first_use": loaded(),
     "core_is_the_package": core is package, "same_core_twice": verification() is core,
     "verify_hash_is_real": core.verify_hash is verify.verify_hash and core.prove_hash is verify.prove_hash,
     "recursion_limit": sys.getrecursionlimit(),
@@ -35,12 +39,20 @@ print(json.dumps({
 
 @pytest.fixture(scope="module")
 def probe() -> dict:
-    done = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, check=True)
+    env = {name: value for name, value in os.environ.items() if name != "DATABASE_URL"}  # no pool to open
+    done = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True,
+                          check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_importing_the_app_loads_no_chain_library_and_no_boto3(probe):
     assert probe["after_import"] == []
+
+
+def test_building_the_services_loads_neither(probe):
+    """The job-status routes (the ones clients poll) build the services and read the database:
+    the S3 and SQS clients, and so boto3, wait for a route that uses them."""
+    assert probe["after_services"] == []
 
 
 def test_the_first_verification_loads_the_core_once(probe):
