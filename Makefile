@@ -43,6 +43,8 @@ bench: venv
 	$(PY) -m tests.bench.bench_upload
 	$(PY) -m tests.bench.bench_proof_depth
 	$(PY) -m tests.bench.bench_priority
+	$(PY) -m tests.bench.bench_coldstart
+	$(PY) -m tests.bench.bench_peer
 
 clean:
 	rm -rf $(VENV) .stack

@@ -20,13 +20,14 @@ from chalicelib.config import Settings
 from chalicelib.errors import TransientError
 from chalicelib.jobs import CacheKey
 from chalicelib.telemetry import logger
-from chalicelib.verification import registry
+from chalicelib.wiring import verification
 
 
 @lru_cache(maxsize=256)  # bounded: clients may name RPC URLs of their own
 def chain_id_of(rpc_url: str, settings: Settings) -> int:
     """The chain id behind `rpc_url`, asked of the node only the first time (a failure is not
     remembered)."""
+    registry = verification().registry
     with registry.connected(rpc_url, settings) as w3:
         return registry.chain_id(w3)
 
@@ -48,6 +49,7 @@ def cached_verification(
     cached one. Without DATABASE_URL there is nowhere to share results: always `verify()`."""
     if settings.result_cache_seconds <= 0 or not settings.database_url:
         return verify()
+    registry = verification().registry
     url = registry.require_rpc_url(rpc_url)
     key = CacheKey(kind, chain_id_of(url, settings), registry.checked_address(registry_address).lower(),
                    registry.checked_hash(file_hash), manifest_uri, url)

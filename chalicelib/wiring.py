@@ -2,13 +2,19 @@
 
 As the Chalice samples build their `get_app_db()` object: `app.py` asks `services()` for the one
 `Services` of the process; tests build their own with moto's clients or fakes.
+
+The verification core is the one dependency that is not built up front: `verification()` loads
+it (web3, eth_account) on the first job or synchronous verification of the process, so that
+`import app`, which every Lambda function does at cold start, stays cheap.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from types import ModuleType
 from typing import Any
 
+from chalicelib import verification as verification_core
 from chalicelib.config import Settings, settings
 from chalicelib.db import Database
 from chalicelib.jobs import JobStore
@@ -38,3 +44,16 @@ def build_services(config: Settings, s3: Any = None, sqs: Any = None, database: 
 def services() -> Services:
     """The process's services (a Lambda container keeps them for its life)."""
     return build_services(settings())
+
+
+# What the worker, the sync endpoints and the result cache use of the core.
+CORE_PARTS = ("verify_hash", "prove_hash", "registry")
+
+
+@lru_cache(maxsize=1)
+def verification() -> ModuleType:
+    """`chalicelib.verification` with its chain and signature parts loaded: imported by the first
+    caller of the process (a worker's first job, a sync endpoint's first request), then kept."""
+    for name in CORE_PARTS:
+        getattr(verification_core, name)  # the package loads a name on first access (PEP 562)
+    return verification_core

@@ -29,9 +29,9 @@ from chalicelib.jobs import Job
 from chalicelib.queue import MAX_VISIBILITY_SECONDS, job_id_from_body
 from chalicelib.result_cache import cached_verification
 from chalicelib.telemetry import job_finished, logger
-from chalicelib.verification import prove_hash, sha256_stream, verify_hash
+from chalicelib.verification import sha256_stream
 from chalicelib.vocabulary import CANCELLED, INTERNAL_ERROR, PROGRESS_HASHED, PROGRESS_PERSISTING, PROOF
-from chalicelib.wiring import Services
+from chalicelib.wiring import Services, verification
 
 
 # The heartbeat hides the message half a lease longer than the lease lasts: when a worker dies,
@@ -192,11 +192,12 @@ def _execute(services: Services, job: Job) -> dict[str, Any]:
     rpc_url = job.rpc_url or settings.rpc_url
 
     def verify() -> dict[str, Any]:
+        core = verification()
         if job.type == PROOF:
-            return prove_hash(
+            return core.prove_hash(
                 file_hash, job.file_name or "", job.manifest_uri, job.registry_address, rpc_url, settings, progress
             )
-        return verify_hash(file_hash, job.manifest_uri, job.registry_address, rpc_url, settings, progress)
+        return core.verify_hash(file_hash, job.manifest_uri, job.registry_address, rpc_url, settings, progress)
 
     result = cached_verification(services.store, settings, job.type, file_hash, job.manifest_uri,
                                  job.registry_address, rpc_url, job.file_name, verify)

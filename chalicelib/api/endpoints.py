@@ -23,12 +23,12 @@ from chalicelib.queue import QueueDepth
 from chalicelib.result_cache import cached_verification
 from chalicelib.telemetry import logger
 from chalicelib.timefmt import iso8601
-from chalicelib.verification import prove_hash, sha256_stream, verify_hash
+from chalicelib.verification import sha256_stream
 from chalicelib.vocabulary import (
     AWAITING_UPLOAD, CANCELLED, COMPLETED, FAILED, INTERNAL_ERROR, INVALID_STATE, NOT_FOUND, PROOF,
     QUEUE_NOT_CONFIGURED, QUEUED, UPLOAD_MISSING,
 )
-from chalicelib.wiring import Services
+from chalicelib.wiring import Services, verification
 
 OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi.json"
 
@@ -51,9 +51,11 @@ def _verify_now(services: Services, job_type: str, submission: forms.Submission)
     rpc_url = target.rpc_url or settings.rpc_url
 
     def verify() -> dict[str, Any]:
+        core = verification()
         if job_type == PROOF:
-            return prove_hash(file_hash, file_name or "", target.manifest_uri, target.registry_address, rpc_url, settings)
-        return verify_hash(file_hash, target.manifest_uri, target.registry_address, rpc_url, settings)
+            return core.prove_hash(file_hash, file_name or "", target.manifest_uri, target.registry_address, rpc_url,
+                                   settings)
+        return core.verify_hash(file_hash, target.manifest_uri, target.registry_address, rpc_url, settings)
 
     try:
         return cached_verification(services.store, settings, job_type, file_hash, target.manifest_uri,

@@ -129,7 +129,7 @@ def make_items(stack: BenchStack, directory: Path, count: int, size: int) -> lis
 # --- the pipeline ----------------------------------------------------------------------------
 
 def submit_all(stack: BenchStack, items: list[Item], jobs: int, concurrency: int,
-               api_key: str | None, rpc_url: str) -> tuple[list[str], list[float]]:
+               api_key: str | None, rpc_url: str | None) -> tuple[list[str], list[float]]:
     """Submit `jobs` verify jobs from `concurrency` threads; job ids and per-request latencies (s)."""
     local = threading.local()
     registry = stack.endpoints["registry_address"]
@@ -185,18 +185,22 @@ def wait_for_jobs(stack: BenchStack, job_ids: list[str], since: datetime, api_ke
     return done
 
 
-def run_pipeline(stack: BenchStack, items: list[Item], args: argparse.Namespace, counter: CallCounter) -> dict[str, Any]:
+def run_pipeline(stack: BenchStack, items: list[Item], args: argparse.Namespace,
+                 counter: CallCounter | None = None) -> dict[str, Any]:
+    """The jobs through the stack; with a counter, they name its RPC proxy and their calls are counted."""
     since = datetime.now(timezone.utc) - timedelta(seconds=5)
-    counter.start()
+    if counter:
+        counter.start()
     cpu_before = cpu_seconds(stack.processes)
     started = time.monotonic()
-    job_ids, enqueue = submit_all(stack, items, args.jobs, args.concurrency, args.api_key, counter.proxy.url)
+    job_ids, enqueue = submit_all(stack, items, args.jobs, args.concurrency, args.api_key,
+                                  counter.proxy.url if counter else None)
     enqueue_wall = time.monotonic() - started
     say(f"  {len(job_ids)} jobs submitted in {enqueue_wall:.1f}s; waiting for them…")
     jobs = wait_for_jobs(stack, job_ids, since, args.api_key, args.poll_interval, args.timeout)
     wall = time.monotonic() - started
     cpu_after = cpu_seconds(stack.processes)
-    calls = counter.read()
+    calls = counter.read() if counter else None
 
     ordered = [jobs[j] for j in job_ids]
     created = [parse_time(j["createdAt"]) for j in ordered]
@@ -452,17 +456,22 @@ def print_summary(rounds: list[Round]) -> None:
         print(f"pipeline throughput, cache on / cache off   {on / off:.2f} ({on:.1f} / {off:.1f} jobs/s, means)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_pipeline", description=__doc__.splitlines()[0])
-    add_stack_arguments(parser)
+def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
+    """The jobs `run_pipeline` submits, and how it waits for them (bench_peer runs it too)."""
     parser.add_argument("--jobs", type=int, default=200, help="verify jobs per round (default 200)")
     parser.add_argument("--concurrency", type=int, default=8, help="client threads, and in-process threads (default 8)")
     parser.add_argument("--files", type=int, default=8, help="distinct anchored files the jobs cycle through (default 8)")
     parser.add_argument("--file-size", type=int, default=4096, help="bytes per file (default 4096)")
-    parser.add_argument("--rounds", type=int, default=1, help="measure this many times on each stack (default 1)")
     parser.add_argument("--warmup", type=int, default=8, help="jobs run and discarded before measuring (default 8)")
     parser.add_argument("--poll-interval", type=float, default=2.0, help="seconds between job listings (default 2)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the jobs of a round")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_pipeline", description=__doc__.splitlines()[0])
+    add_stack_arguments(parser)
+    add_workload_arguments(parser)
+    parser.add_argument("--rounds", type=int, default=1, help="measure this many times on each stack (default 1)")
     parser.add_argument("--runner-log", help="with --attach: the runner's log file, for the worker's stage times")
     parser.add_argument("--cache", choices=["both", "on", "off"], default="both",
                         help="result cache of our own stack: off then on, on two stacks (default), or one of them")

@@ -15,6 +15,9 @@ from pathlib import Path
 
 from tests.unit.test_template import ROOT, run_cfn_lint
 
+ZIPPED_MAX_BYTES = 45 * 10**6
+UNZIPPED_MAX_BYTES = 150 * 10**6
+
 
 def test_chalice_package_output_passes_cfn_lint(tmp_path: Path) -> None:
     out = tmp_path / "package"
@@ -44,5 +47,11 @@ def test_chalice_package_output_passes_cfn_lint(tmp_path: Path) -> None:
     assert "proof" in next(iter(capped)).lower()
     with zipfile.ZipFile(out / "deployment.zip") as bundle:
         names = set(bundle.namelist())
+        unzipped = sum(entry.file_size for entry in bundle.infolist())
     assert {"app.py", "chalicelib/openapi.json", "chalicelib/db/migrations/0001_jobs.sql"} <= names
     assert any(n.startswith("psycopg_binary") for n in names)  # Lambda's Linux wheels, not ours
+    assert any(n.startswith("coincurve/") for n in names)  # signer recovery on libsecp256k1
+    # Well under Lambda's limits (50 MB zipped for a direct upload, 250 MB unzipped); see
+    # docs/deployment.md for what the bundle is made of.
+    assert (out / "deployment.zip").stat().st_size < ZIPPED_MAX_BYTES
+    assert unzipped < UNZIPPED_MAX_BYTES

@@ -13,6 +13,7 @@ import app
 from chalicelib.api import endpoints
 from chalicelib.errors import PermanentError, TransientError
 from chalicelib.vocabulary import AWAITING_UPLOAD, CANCELLED, COMPLETED, FAILED, LIST_OFFSET_MAX, QUEUED
+from chalicelib.wiring import verification as verification_core
 
 from tests.unit.conftest import API_KEY, make_settings
 
@@ -123,7 +124,7 @@ def test_without_a_queue_the_job_endpoints_verify_in_the_request(http, aws, use,
     settings = make_settings(aws, QUEUE_URL=None)
     use(settings=settings)
     result = {"status": "OK", "fileHash": HASH}
-    monkeypatch.setattr(endpoints, "verify_hash", lambda *args: result)
+    monkeypatch.setattr(verification_core(), "verify_hash", lambda *args: result)
     response = http.post("/api/verification-jobs/verify", headers=JSON_HEADERS, body=hash_job())
     assert (response.status_code, json.loads(response.body)) == (200, {"mode": "sync", "result": result})
 
@@ -360,7 +361,7 @@ def test_redrive_when_the_queue_is_down_is_a_503(http, aws):
 def test_a_failed_verification_in_the_request_is_422_or_502(http, monkeypatch, raised, status):
     def fail(*args):
         raise raised
-    monkeypatch.setattr(endpoints, "prove_hash", fail)
+    monkeypatch.setattr(verification_core(), "prove_hash", fail)
     body, headers = form()
     response = http.post("/api/proof", headers=headers, body=body)
     assert (response.status_code, error(response)["code"]) == (status, raised.code)
@@ -369,7 +370,7 @@ def test_a_failed_verification_in_the_request_is_422_or_502(http, monkeypatch, r
 
 def test_the_sync_proof_gets_the_file_name_and_hash(http, monkeypatch):
     seen = []
-    monkeypatch.setattr(endpoints, "prove_hash", lambda *args: seen.append(args[:2]) or {"version": "1.0"})
+    monkeypatch.setattr(verification_core(), "prove_hash", lambda *args: seen.append(args[:2]) or {"version": "1.0"})
     body, headers = form(b"test")
     response = http.post("/api/proof", headers=headers, body=body)
     assert (response.status_code, json.loads(response.body)) == (200, {"version": "1.0"})

@@ -15,12 +15,20 @@ DEMO = CLI_DIR / "demo.py"
 
 # Imports the product and every CLI module in a fresh interpreter; reports what got loaded.
 PROBE = """
-import importlib, json, pkgutil, sys
+import importlib, json, os, pkgutil, sys
 from importlib.metadata import packages_distributions
 import app, chalicelib, internetid_cli
 for package in (chalicelib, internetid_cli):
     for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
         importlib.import_module(module.name)
+# What the product loads on first use, not on import: the verification core with a recovery
+# (eth_keys picks coincurve then), and a boto3 client.
+from chalicelib.aws import LazyClient
+from chalicelib.wiring import verification
+manifest = json.load(open("tests/fixtures/vectors/base-sepolia-manifest.json"))
+verification().recover_signer(manifest["content_hash"], manifest["signature"])
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+LazyClient("s3")()
 owners = packages_distributions()
 tops = {name.split(".")[0] for name in sys.modules}
 print(json.dumps({

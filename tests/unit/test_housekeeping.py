@@ -16,7 +16,7 @@ from chalicelib.jobs import CacheKey
 from chalicelib.vocabulary import (
     AWAITING_UPLOAD, COMPLETED, DEAD_LETTERED, FAILED, PROCESSING, QUEUED, UPLOAD_EXPIRED,
 )
-from chalicelib.wiring import build_services
+from chalicelib.wiring import build_services, verification as verification_core
 
 from tests.unit.conftest import invoke_from_queue
 
@@ -246,7 +246,7 @@ def test_redriven_jobs_run_again(aws, store, services, serve, monkeypatch):
     store.fail_job(job.id, "x", "RPC_UNAVAILABLE")
     dead_letter(aws, [job.id])
     assert housekeeping.redrive_dead_letters(services).moved == [job.id]
-    monkeypatch.setattr(worker, "verify_hash", lambda *args: {"status": "FAIL", "fileHash": "0x", "recovered": "0x",
+    monkeypatch.setattr(verification_core(), "verify_hash", lambda *args: {"status": "FAIL", "fileHash": "0x", "recovered": "0x",
                                                               "onchain": {"creator": "0x0"},
                                                               "evidence": {"chainId": 31337}})
     assert invoke_from_queue(aws, aws.queue_url, serve(services).process_verification_job) is True

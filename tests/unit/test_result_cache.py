@@ -13,6 +13,7 @@ import pytest
 from chalicelib import result_cache, worker
 from chalicelib.errors import PermanentError, TransientError
 from chalicelib.vocabulary import COMPLETED, FAILED, QUEUED
+from chalicelib.wiring import verification as verification_core
 
 from tests.unit.conftest import LoopbackRpc, invoke_from_queue, make_settings
 from tests.unit.test_worker import HASH, MANIFEST, REGISTRY, RESULT
@@ -66,8 +67,8 @@ def core(monkeypatch):
     def prove(file_hash, file_name, *args, **kwargs):
         outcome["calls"].append(("proof", file_name))
         return {**outcome["proof"], "content": {"file": file_name, "hash": file_hash}}
-    monkeypatch.setattr(worker, "verify_hash", verify)
-    monkeypatch.setattr(worker, "prove_hash", prove)
+    monkeypatch.setattr(verification_core(), "verify_hash", verify)
+    monkeypatch.setattr(verification_core(), "prove_hash", prove)
     return outcome
 
 

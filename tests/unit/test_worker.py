@@ -11,6 +11,8 @@ from chalicelib.errors import PermanentError, TransientError
 from chalicelib.queue import MAX_VISIBILITY_SECONDS
 from chalicelib.vocabulary import CANCELLED, COMPLETED, FAILED, PROCESSING, QUEUED
 
+from chalicelib.wiring import verification as verification_core
+
 from tests.unit.conftest import invoke_from_queue
 
 REGISTRY = "0x" + "ab" * 20
@@ -37,7 +39,7 @@ def verification(monkeypatch):
         if isinstance(outcome["value"], Exception):
             raise outcome["value"]
         return outcome["value"]
-    monkeypatch.setattr(worker, "verify_hash", verify)
+    monkeypatch.setattr(verification_core(), "verify_hash", verify)
     return outcome
 
 
@@ -143,7 +145,7 @@ def test_a_missing_upload_fails_at_once_and_storage_down_is_retried(aws, store, 
 def test_a_proof_job_runs_the_proof(aws, store, app, monkeypatch):
     proof = {"content": {"hash": HASH}, "onchain": {"creator": "0x1"}, "signature": {"recovered": "0x1"},
              "verification": {"status": "WARN"}, "network": {"chainId": 84532}}
-    monkeypatch.setattr(worker, "prove_hash", lambda *args: proof)
+    monkeypatch.setattr(verification_core(), "prove_hash", lambda *args: proof)
     job = submit(aws, store)
     store.put(job, type="proof")
     run_once(aws, app)
@@ -178,7 +180,7 @@ def test_a_job_cancelled_while_running_is_abandoned_at_its_next_progress_write(
             progress(50)
             reached.append("registry read")
         return RESULT
-    monkeypatch.setattr(worker, "verify_hash", verify)
+    monkeypatch.setattr(verification_core(), "verify_hash", verify)
     monkeypatch.setattr(worker.logger, "info", lambda message, **kw: reached.append(message))
     job = submit(aws, store)
     assert run_once(aws, app) is True
@@ -194,7 +196,7 @@ def test_a_progress_write_that_changes_nothing_on_a_running_job_does_not_stop_it
         progress(70)
         progress(30)
         return RESULT
-    monkeypatch.setattr(worker, "verify_hash", verify)
+    monkeypatch.setattr(verification_core(), "verify_hash", verify)
     job = submit(aws, store)
     run_once(aws, app)
     assert store.get_job(job.id).status == COMPLETED and len(store.history) == 1
@@ -205,7 +207,7 @@ def test_an_attempt_that_fails_after_its_job_was_cancelled_is_dropped_not_retrie
     def verify(file_hash, manifest_uri, registry, rpc_url, settings, progress=None):
         store.cancel_job(job.id)
         raise TransientError("the upload stream broke", "STORAGE_UNAVAILABLE")
-    monkeypatch.setattr(worker, "verify_hash", verify)
+    monkeypatch.setattr(verification_core(), "verify_hash", verify)
     job = submit(aws, store)
     assert run_once(aws, app) is True
     assert aws.count(aws.queue_url) == (0, 0)
@@ -254,7 +256,7 @@ def test_the_heartbeat_renews_the_lease_and_the_message_visibility(aws, store, s
         assert renewed.wait(30), "the lease was not renewed"
         assert aws.count(aws.queue_url) == (0, 1)
         return RESULT
-    monkeypatch.setattr(worker, "verify_hash", held_verify)
+    monkeypatch.setattr(verification_core(), "verify_hash", held_verify)
     job = submit(aws, store)
     assert run_once(aws, app) is True
     assert renewals[-1] > renewals[0] and store.get_job(job.id).status == COMPLETED
@@ -269,7 +271,7 @@ def test_a_transient_failure_lets_the_lease_go_and_marks_the_backoff(aws, store,
 
 
 def test_a_proof_job_waits_on_the_proof_queue_and_its_retry_hides_it_there(aws, store, app, monkeypatch):
-    monkeypatch.setattr(worker, "prove_hash", lambda *args: (_ for _ in ()).throw(
+    monkeypatch.setattr(verification_core(), "prove_hash", lambda *args: (_ for _ in ()).throw(
         TransientError("RPC unreachable", "RPC_UNAVAILABLE")))
     job = store.create_job(job_type="proof", status=QUEUED, manifest_uri=MANIFEST, registry_address=REGISTRY,
                            content_hash=HASH, file_name="a.txt")
