@@ -26,6 +26,7 @@ from typing import Any, Iterable, Mapping
 
 from psycopg.types.json import Json
 
+from chalicelib.jobs.activity import ActivityStatements
 from chalicelib.jobs.cache import ResultCacheStatements
 from chalicelib.jobs.record import Job, new_job_id, parse_job_id
 from chalicelib.jobs.retention import RetentionStatements
@@ -59,9 +60,9 @@ _COMPLETE = f"""WITH done AS (
    SELECT count(*) AS n FROM done"""
 
 
-class JobStore(RetentionStatements, ResultCacheStatements):
+class JobStore(RetentionStatements, ResultCacheStatements, ActivityStatements):
     """The lifecycle statements; the housekeeping ones come from RetentionStatements, the result
-    cache's from ResultCacheStatements."""
+    cache's from ResultCacheStatements, the operators' activity report from ActivityStatements."""
 
     def create_job(
         self, *, job_type: str, status: str, manifest_uri: str, registry_address: str,
