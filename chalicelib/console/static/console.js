@@ -120,7 +120,8 @@ async function act(question, action, path, describeAnswer) {
   try {
     say(describeAnswer(await call(path, "POST")));
   } catch (error) {
-    if (!(error instanceof Unauthorized)) say(`${action} failed: ${error.message}`, true);
+    if (error instanceof Unauthorized) return; // the key form is up; the page resumes once it is given
+    say(`${action} failed: ${error.message}`, true);
   }
   refresh();
 }
@@ -198,8 +199,10 @@ function renderChart(report) {
     group.append(svg("rect", { x, y: height - bottom - done, width: Math.max(1, step - 1), height: done, class: "bar-completed" }));
     group.append(svg("rect", { x, y: height - bottom - done - failed, width: Math.max(1, step - 1), height: failed, class: "bar-failed" }));
     chart.append(group);
-    if (i % 15 === 0 || i === minutes.length - 1) {
-      chart.append(svg("text", { x, y: height - bottom + 14, class: "tick" },
+    const last = i === minutes.length - 1;
+    if (i % 15 === 0 || last) {
+      chart.append(svg("text", { x: last ? width : x, y: height - bottom + 14, class: "tick",
+        "text-anchor": last ? "end" : "start" },
         new Date(m.minute).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })));
     }
   });
@@ -308,9 +311,7 @@ $("download-proof").addEventListener("click", () => {
 function route() {
   const match = location.hash.match(/^#\/jobs\/([^/]+)$/);
   view.jobId = match ? decodeURIComponent(match[1]) : null;
-  shown($("main-view"), false);
-  shown($("job-view"), false);
-  shown($("message"), false);
+  for (const id of ["main-view", "job-view", "key-view", "message"]) shown($(id), false);
   refresh();
 }
 
@@ -319,7 +320,6 @@ async function refresh() {
   if (running) return running;
   running = (async () => {
     try {
-      shown($("key-view"), false);
       await (view.jobId ? refreshJob() : refreshMain());
       if ($("message").dataset.kind === "load") shown($("message"), false);
       $("updated").textContent = `Updated ${new Date().toLocaleTimeString()}; refreshes every ${REFRESH_MS / 1000} s.`;
