@@ -37,5 +37,7 @@ def test_chalice_package_output_passes_cfn_lint(tmp_path: Path) -> None:
     assert len(queues) == 2, queues
     with zipfile.ZipFile(out / "deployment.zip") as bundle:
         names = set(bundle.namelist())
-    assert {"app.py", "chalicelib/openapi.json", "chalicelib/db/migrations/0001_jobs.sql"} <= names
+    assert {"app.py", "chalicelib/openapi.json", "chalicelib/db/migrations/0001_jobs.sql",
+            "chalicelib/console/static/index.html", "chalicelib/console/static/console.js",
+            "chalicelib/console/static/console.css"} <= names
     assert any(n.startswith("psycopg_binary") for n in names)  # Lambda's Linux wheels, not ours
