@@ -137,7 +137,7 @@ def stats(services: Services) -> Response:
     counts = services.store.status_counts()
     body: dict[str, Any] = {"available": False, "waiting": 0, "active": 0, "delayed": 0,
                             "completed": counts.get(COMPLETED, 0), "failed": counts.get(FAILED, 0),
-                            "deadLetter": 0}
+                            "deadLetter": 0, "awaitingUpload": counts.get(AWAITING_UPLOAD, 0)}
     if services.settings.queue_configured:
         try:
             depth = services.queue.depth()

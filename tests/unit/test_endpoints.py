@@ -246,12 +246,12 @@ def test_stats_count_the_queue_and_say_when_it_is_unavailable(http, aws, store):
     store.fail_job(failed.id, "x", "MANIFEST_INVALID")
     body = json.loads(http.get("/api/verification-jobs/stats").body)
     assert body == {"available": True, "waiting": 1, "active": 0, "delayed": 0, "completed": 0, "failed": 1,
-                    "deadLetter": 1}
+                    "deadLetter": 1, "awaitingUpload": 0}
     aws.sqs.delete_queue(QueueUrl=aws.queue_url)
     response = http.get("/api/verification-jobs/stats")
     assert response.status_code == 200
     assert json.loads(response.body) == {"available": False, "waiting": 0, "active": 0, "delayed": 0,
-                                         "completed": 0, "failed": 1, "deadLetter": 0}
+                                         "completed": 0, "failed": 1, "deadLetter": 0, "awaitingUpload": 0}
 
 
 def test_health_names_what_is_down(http, aws, store):

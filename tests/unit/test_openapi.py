@@ -130,7 +130,7 @@ def test_job_schema_accepts_what_job_to_api_returns(doc: dict) -> None:
 
 def test_stats_schema(doc: dict) -> None:
     stats = _schema(doc, "Stats")
-    fields = {"available", "waiting", "active", "delayed", "completed", "failed", "deadLetter"}
+    fields = {"available", "waiting", "active", "delayed", "completed", "failed", "deadLetter", "awaitingUpload"}
     assert set(stats["properties"]) == set(stats["required"]) == fields
     assert stats["properties"]["available"]["type"] == "boolean"
 
