@@ -153,8 +153,9 @@ function renderJobs(page) {
     body.append(row);
   }
   if (!page.jobs.length) {
-    const cell = el("td", "No jobs.", { colspan: "6" });
-    body.append(el("tr")).append(cell);
+    const row = el("tr");
+    row.append(el("td", "No jobs.", { colspan: "6" }));
+    body.append(row);
   }
   const first = page.count ? page.offset + 1 : 0;
   $("page-range").textContent = `Jobs ${first}–${page.offset + page.count}`;
