@@ -68,11 +68,11 @@ def job_to_api(job: Job) -> dict[str, Any]:
         "error": job.error,
         "errorCode": job.error_code,
         "retryCount": job.retry_count,
-        "fileName": job.file_name,
         "createdAt": iso_utc(job.created_at),
         "startedAt": iso_utc(job.started_at),
         "completedAt": iso_utc(job.completed_at),
         "updatedAt": iso_utc(job.updated_at),
+        "fileName": job.file_name,  # beyond the original: the client's file name, as data
     }
 
 

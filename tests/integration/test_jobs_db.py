@@ -226,13 +226,13 @@ def test_job_to_api_shape(pg, store):
     body = jobs.job_to_api(job)
     assert list(body) == ["id", "jobId", "type", "status", "progress", "contentHash", "manifestUri",
                           "registryAddress", "rpcUrl", "result", "error", "errorCode", "retryCount",
-                          "createdAt", "startedAt", "completedAt", "updatedAt"]
+                          "createdAt", "startedAt", "completedAt", "updatedAt", "fileName"]
     assert body["id"] == body["jobId"] == job.id
     assert body["type"] == "verify" and body["status"] == "queued" and body["progress"] == 0
     assert body["contentHash"] == HASH and body["manifestUri"] == MANIFEST
     assert body["registryAddress"] == REGISTRY and body["rpcUrl"] is None
     assert body["result"] is None and body["error"] is None and body["errorCode"] is None
-    assert body["retryCount"] == 0
+    assert body["retryCount"] == 0 and body["fileName"] is None
     assert ISO_MS_Z.match(body["createdAt"]) and ISO_MS_Z.match(body["updatedAt"])
     assert body["startedAt"] is None and body["completedAt"] is None
 
