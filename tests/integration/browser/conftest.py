@@ -65,15 +65,21 @@ class Console:
         """Open the main page, which asks for the key, and give it."""
         self.open()
         expect(self.page.locator("#key-view")).to_be_visible()
-        self.page.get_by_label("API key", exact=True).fill(key)
-        self.page.get_by_role("button", name="Use this key").click()
+        field = self.page.get_by_label("API key", exact=True)
+        field.fill(key)
+        field.press("Enter")
 
     def confirm(self, button: str) -> None:
-        """Press an action's button and confirm in the page's dialog."""
-        self.page.get_by_role("button", name=button, exact=True).click()
+        """Press an action's button and confirm in the page's dialog, from the keyboard: the
+        dialog opens with the focus on its safe choice, and Tab reaches the action."""
+        self.page.get_by_role("button", name=button, exact=True).focus()
+        self.page.keyboard.press("Enter")
         dialog = self.page.locator("dialog#confirm")
         expect(dialog).to_be_visible()
-        dialog.locator("#confirm-yes").click()
+        expect(dialog.get_by_role("button", name="Back")).to_be_focused()
+        self.page.keyboard.press("Tab")
+        expect(dialog.locator("#confirm-yes")).to_be_focused()
+        self.page.keyboard.press("Enter")
         expect(dialog).to_be_hidden()
 
     def field(self, name: str) -> str:
