@@ -4,7 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv up test unit migrate contracts contracts-check bench clean
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: venv up test unit migrate contracts contracts-check chromium bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,9 +22,20 @@ up: venv
 	$(PY) -m devstack up $(if $(BACKEND),--backend $(BACKEND))
 
 ## The whole suite: contracts rebuilt and compared, unit tests, then integration tests against
-## real local services on moto and on LocalStack (installed into .venv-localstack on first use).
-test: venv contracts-check
+## real local services on moto and on LocalStack (installed into .venv-localstack on first use),
+## and the operator console in headless Chromium.
+test: venv contracts-check chromium
 	$(PY) -m pytest tests
+
+## Debian's chromium, which the console's browser tests drive (Playwright's own browser download
+## does not work offline). Installed with apt-get when missing, as root or with passwordless sudo.
+chromium:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ]; then as_root=; elif sudo -n true 2>/dev/null; then as_root="sudo -n"; else \
+	    echo "make: the console's browser tests need Debian's chromium at $(CHROMIUM); install it with" \
+	         "'sudo apt-get install -y chromium' and run make again." >&2; exit 1; fi; \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  $$as_root apt-get update -q && $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
 unit: venv
 	$(PY) -m pytest tests/unit

@@ -7,7 +7,7 @@ from typing import Any, Callable
 from chalice import Chalice, Response
 from chalice.app import Request, SQSEvent
 
-from chalicelib import housekeeping, worker
+from chalicelib import console, housekeeping, worker
 from chalicelib.api import endpoints, ratelimit
 from chalicelib.config import settings
 from chalicelib.vocabulary import PROOF, VERIFY
@@ -47,6 +47,11 @@ def create_upload() -> Response:
 @app.route("/api/verification-jobs/stats", methods=["GET"])
 def job_stats() -> Response:
     return endpoints.stats(services())
+
+
+@app.route("/api/verification-jobs/activity", methods=["GET"])
+def job_activity() -> Response:
+    return endpoints.activity(services(), app.current_request)
 
 
 @app.route("/api/verification-jobs", methods=["GET"])
@@ -94,6 +99,18 @@ def health_check() -> Response:
 @app.route("/api/openapi.json", methods=["GET"])
 def openapi_document() -> Response:
     return endpoints.openapi_document()
+
+
+# --- the operator console: static files; the page itself uses the JSON API above ---------
+
+@app.route("/console", methods=["GET"])
+def console_page() -> Response:
+    return console.page()
+
+
+@app.route("/console/{asset}", methods=["GET"])
+def console_asset(asset: str) -> Response:
+    return console.asset(asset)
 
 
 # --- event handlers ----------------------------------------------------------------------

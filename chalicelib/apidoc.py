@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from chalicelib.vocabulary import (
-    ADDRESS_PATTERN, CONTENT_TYPES_LISTED, ERROR_CODES, HASH_PATTERN, JOB_FAILURE_CODES, JOB_STATUSES,
+    ACTIVITY_MINUTES_DEFAULT, ACTIVITY_MINUTES_MAX, ADDRESS_PATTERN, CONTENT_TYPES_LISTED, ERROR_CODES, HASH_PATTERN, JOB_FAILURE_CODES, JOB_STATUSES,
     JOB_TYPES, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MAX_FILE_NAME_LENGTH, MAX_URI_LENGTH, RAISED_IN_JOBS,
     VERDICTS, ErrorCode, verification_codes,
 )
@@ -84,6 +84,10 @@ def _derived() -> list[tuple[tuple[str, ...], Callable[[Any], Any]]]:
          lambda text: _with_paragraph(text, "**Retries.**", _retries_paragraph())),
         (("paths", JOBS, "get", "parameters", "2", "schema"),
          lambda _: {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX, "default": LIST_LIMIT_DEFAULT}),
+        (("paths", f"{JOBS}/activity", "get", "parameters", "0", "schema"), lambda _: {
+            "type": "integer", "minimum": 1, "maximum": ACTIVITY_MINUTES_MAX, "default": ACTIVITY_MINUTES_DEFAULT}),
+        (("paths", f"{JOBS}/activity", "get", "responses", "400", "description"), lambda _: (
+            f"`VALIDATION_ERROR` with `field` `minutes` (not a whole number from 1 to {ACTIVITY_MINUTES_MAX}).")),
     ]
     for path in INLINE_SUBMISSIONS:
         prefix = FALLBACK if path.startswith(JOBS) else ""

@@ -56,6 +56,8 @@ MAX_FILE_NAME_LENGTH = 255
 LIST_LIMIT_DEFAULT = 50
 LIST_LIMIT_MAX = 100
 LIST_OFFSET_MAX = 2**31 - 1  # Postgres OFFSET takes a bigint; keep it well inside
+ACTIVITY_MINUTES_DEFAULT = 60  # the activity report's window: the last hour
+ACTIVITY_MINUTES_MAX = 1440  # at most a day of one-minute buckets
 # The original service's accepted file types, in its order, plus application/octet-stream.
 CONTENT_TYPES_LISTED = (
     "image/jpeg", "image/png", "image/gif", "image/webp", "image/svg+xml",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from chalicelib.jobs import CacheKey
+from datetime import timedelta
+
+from chalicelib.jobs import CacheKey, FailureCount
 from chalicelib.vocabulary import (
     AWAITING_UPLOAD, CANCELLED, COMPLETED, FAILED, JOB_STATUSES, PROCESSING, QUEUED, UPLOAD_EXPIRED,
 )
@@ -139,6 +141,21 @@ def check_rate_limit_windows(store: Any) -> None:
     counted_after(second)  # the current window survived the delete
 
 
+def check_activity(store: Any) -> None:
+    """Finished jobs per minute over the window (every minute present, oldest first) and failures
+    per code, most frequent first; unfinished jobs count in neither."""
+    job_in(store, COMPLETED)
+    for code in ("RPC_UNAVAILABLE", "MANIFEST_INVALID", "MANIFEST_INVALID"):
+        store.fail_job(job_in(store, QUEUED), "x", code)
+    job_in(store, PROCESSING)
+    minutes = store.finished_by_minute(60)
+    assert len(minutes) == 60
+    assert all(later.minute - earlier.minute == timedelta(minutes=1) for earlier, later in zip(minutes, minutes[1:]))
+    assert (sum(m.completed for m in minutes), sum(m.failed for m in minutes)) == (1, 3)
+    assert store.failures_by_code(60) == [FailureCount("MANIFEST_INVALID", 2), FailureCount("RPC_UNAVAILABLE", 1)]
+    assert len(store.finished_by_minute(1)) == 1
+
+
 CHECKS = [check_transitions, check_first_failure_and_late_results, check_expired_uploads_revive,
           check_requeue_resets, check_result_cache, check_cancelled_is_final,
-          check_rate_limit_windows]
+          check_rate_limit_windows, check_activity]

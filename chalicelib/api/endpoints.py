@@ -161,6 +161,20 @@ def _depth_fields(depth: QueueDepth, delayed: int) -> dict[str, int]:
             "deadLetter": depth.dead_letter}
 
 
+@answered
+def activity(services: Services, request: Request) -> Response:
+    """Jobs finished per minute and recent failures by error code (the console's chart and list)."""
+    require_api_key(services.settings, request.headers)
+    minutes = forms.parse_activity_minutes(request.query_params)
+    store = services.store
+    return json_response({
+        "minutes": [{"minute": iso8601(row.minute), "completed": row.completed, "failed": row.failed}
+                    for row in store.finished_by_minute(minutes)],
+        "failuresByCode": [{"errorCode": row.error_code, "count": row.count}
+                           for row in store.failures_by_code(minutes)],
+    })
+
+
 def _require_queue(services: Services) -> None:
     if not services.settings.queue_configured:
         raise ApiError(QUEUE_NOT_CONFIGURED,

@@ -17,8 +17,9 @@ from chalicelib.config import Settings
 from chalicelib.errors import ApiError, JobError
 from chalicelib.verification.netguard import check_url
 from chalicelib.vocabulary import (
-    ADDRESS_RE, ALLOWED_CONTENT_TYPES, CONTROL_CHARACTER_RE, HASH_RE, HTTP_URL_RE, INVALID_JSON,
-    INVALID_MULTIPART, IPFS_URI_RE, JOB_STATUSES, JOB_TYPES, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, LIST_OFFSET_MAX, MAX_FILE_NAME_LENGTH,
+    ACTIVITY_MINUTES_DEFAULT, ACTIVITY_MINUTES_MAX, ADDRESS_RE, ALLOWED_CONTENT_TYPES, CONTROL_CHARACTER_RE,
+    HASH_RE, HTTP_URL_RE, INVALID_JSON, INVALID_MULTIPART, IPFS_URI_RE, JOB_STATUSES, JOB_TYPES,
+    LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, LIST_OFFSET_MAX, MAX_FILE_NAME_LENGTH,
     MAX_URI_LENGTH, PAYLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE, VALIDATION_ERROR, VERIFY,
 )
 
@@ -261,3 +262,8 @@ def parse_list_query(params: Mapping[str, str] | None) -> ListQuery:
         limit=_int_param(params, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX),
         offset=_int_param(params, "offset", 0, 0, LIST_OFFSET_MAX),
     )
+
+
+def parse_activity_minutes(params: Mapping[str, str] | None) -> int:
+    """The activity report's window in minutes (`minutes`, 1 to a day, default the last hour)."""
+    return _int_param(params or {}, "minutes", ACTIVITY_MINUTES_DEFAULT, 1, ACTIVITY_MINUTES_MAX)

@@ -72,6 +72,7 @@ def job_to_api(job: Job) -> dict[str, Any]:
         "startedAt": iso_utc(job.started_at),
         "completedAt": iso_utc(job.completed_at),
         "updatedAt": iso_utc(job.updated_at),
+        "fileName": job.file_name,  # beyond the original: the client's file name, as data
     }
 
 

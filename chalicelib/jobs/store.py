@@ -29,6 +29,7 @@ from typing import Any, Iterable, Mapping
 
 from psycopg.types.json import Json
 
+from chalicelib.jobs.activity import ActivityStatements
 from chalicelib.jobs.cache import ResultCacheStatements
 from chalicelib.jobs.leases import RELEASE_LEASE, LeaseStatements
 from chalicelib.jobs.ratelimit import RateLimitStatements
@@ -64,10 +65,11 @@ _COMPLETE = f"""WITH done AS (
    SELECT count(*) AS n FROM done"""
 
 
-class JobStore(RetentionStatements, ResultCacheStatements, RateLimitStatements, LeaseStatements):
+class JobStore(RetentionStatements, ResultCacheStatements, RateLimitStatements, LeaseStatements,
+               ActivityStatements):
     """The lifecycle statements; the housekeeping ones come from RetentionStatements, the result
     cache's from ResultCacheStatements, the rate limit's from RateLimitStatements, the lease's from
-    LeaseStatements."""
+    LeaseStatements, the operators' activity report from ActivityStatements."""
 
     def create_job(
         self, *, job_type: str, status: str, manifest_uri: str, registry_address: str,

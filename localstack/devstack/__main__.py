@@ -31,6 +31,7 @@ def banner(endpoints: dict, sample: Path, manifest_uri: str) -> str:
 Internet ID verification queue is up ({endpoints['backend']} backend).
 
   API              {api}   (OpenAPI: {api}/api/openapi.json)
+  console          {api}/console   (operator console: open it and watch the demo's jobs run)
   dev chain        {endpoints['rpc_url']}   chain id {endpoints['chain_id']}
   registry         {endpoints['registry_address']}
   IPFS API/gateway {endpoints['ipfs_api_url']}  {endpoints['ipfs_gateway_url']}

@@ -226,13 +226,13 @@ def test_job_to_api_shape(pg, store):
     body = jobs.job_to_api(job)
     assert list(body) == ["id", "jobId", "type", "status", "progress", "contentHash", "manifestUri",
                           "registryAddress", "rpcUrl", "result", "error", "errorCode", "retryCount",
-                          "createdAt", "startedAt", "completedAt", "updatedAt"]
+                          "createdAt", "startedAt", "completedAt", "updatedAt", "fileName"]
     assert body["id"] == body["jobId"] == job.id
     assert body["type"] == "verify" and body["status"] == "queued" and body["progress"] == 0
     assert body["contentHash"] == HASH and body["manifestUri"] == MANIFEST
     assert body["registryAddress"] == REGISTRY and body["rpcUrl"] is None
     assert body["result"] is None and body["error"] is None and body["errorCode"] is None
-    assert body["retryCount"] == 0
+    assert body["retryCount"] == 0 and body["fileName"] is None
     assert ISO_MS_Z.match(body["createdAt"]) and ISO_MS_Z.match(body["updatedAt"])
     assert body["startedAt"] is None and body["completedAt"] is None
 
@@ -407,6 +407,25 @@ def test_status_counts(pg, store):
     store.fail_job(new_job().id, "x", "X")
     assert store.status_counts() == {"awaiting_upload": 1, "queued": 1, "processing": 0,
                                     "completed": 1, "failed": 2, "cancelled": 0}
+
+
+def test_activity_counts_each_job_in_the_minute_it_finished_within_the_window(pg, store):
+    """Times are set relative to the database's clock, far from the window's edges, so that a
+    minute turning over during the test moves no job across an edge."""
+    ages = {"inside": "58 minutes 30 seconds", "outside": "61 minutes"}
+    ids = {}
+    for name, age in ages.items():
+        ids[name] = new_job().id
+        store.fail_job(ids[name], "x", "RPC_UNAVAILABLE")
+        sql(pg, "UPDATE verification_jobs SET completed_at = now() - %s::interval WHERE id = %s", (age, ids[name]))
+    store.complete_job(new_job().id, {}, {"status": "OK", "file_hash": HASH})
+    minutes = store.finished_by_minute(60)
+    [(inside_minute,)] = sql(pg, "SELECT date_trunc('minute', completed_at) FROM verification_jobs WHERE id = %s",
+                             (ids["inside"],))
+    assert [(m.completed, m.failed) for m in minutes if m.minute == inside_minute] == [(0, 1)]
+    assert (sum(m.completed for m in minutes), sum(m.failed for m in minutes)) == (1, 1)
+    assert [tuple(f) for f in store.failures_by_code(60)] == [("RPC_UNAVAILABLE", 1)]
+    assert [tuple(f) for f in store.failures_by_code(62)] == [("RPC_UNAVAILABLE", 2)]
 
 
 # --- sweeper -------------------------------------------------------------------------------

@@ -48,7 +48,9 @@ def test_chalice_package_output_passes_cfn_lint(tmp_path: Path) -> None:
     with zipfile.ZipFile(out / "deployment.zip") as bundle:
         names = set(bundle.namelist())
         unzipped = sum(entry.file_size for entry in bundle.infolist())
-    assert {"app.py", "chalicelib/openapi.json", "chalicelib/db/migrations/0001_jobs.sql"} <= names
+    assert {"app.py", "chalicelib/openapi.json", "chalicelib/db/migrations/0001_jobs.sql",
+            "chalicelib/console/static/index.html", "chalicelib/console/static/console.js",
+            "chalicelib/console/static/console.css"} <= names
     assert any(n.startswith("psycopg_binary") for n in names)  # Lambda's Linux wheels, not ours
     assert any(n.startswith("coincurve/") for n in names)  # signer recovery on libsecp256k1
     # Well under Lambda's limits (50 MB zipped for a direct upload, 250 MB unzipped); see

@@ -5,12 +5,13 @@ beyond what those unit tests set up, and knows nothing of the history table but 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import fields, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 from chalicelib.errors import TransientError
-from chalicelib.jobs import CacheKey, Job, Window, new_job_id, parse_job_id
+from chalicelib.jobs import CacheKey, FailureCount, Job, MinuteActivity, Window, new_job_id, parse_job_id
 from chalicelib.vocabulary import (
     AWAITING_UPLOAD, CANCELLED, COMPLETED, DATABASE_UNAVAILABLE, FAILED, FINISHED_STATUSES, JOB_STATUSES,
     JOB_TYPES, PROCESSING, QUEUED, UNFINISHED_STATUSES, UPLOAD_EXPIRED,
@@ -226,3 +227,21 @@ class FakeStore:
         for key in stale:
             del self.cache[key]
         return len(stale)
+
+    def _window_start(self, minutes: int) -> datetime:
+        return now().replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1)
+
+    def finished_by_minute(self, minutes: int) -> list[MinuteActivity]:
+        start = self._window_start(minutes)
+        counts = {start + timedelta(minutes=n): Counter() for n in range(minutes)}
+        for job in self.jobs.values():
+            minute = job.completed_at and job.completed_at.replace(second=0, microsecond=0)
+            if job.status in FINISHED_STATUSES and minute in counts:
+                counts[minute][job.status] += 1
+        return [MinuteActivity(minute, seen[COMPLETED], seen[FAILED]) for minute, seen in counts.items()]
+
+    def failures_by_code(self, minutes: int) -> list[FailureCount]:
+        start = self._window_start(minutes)
+        counts = Counter(j.error_code for j in self.jobs.values() if j.status == FAILED and j.completed_at >= start)
+        ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0] is None, item[0] or ""))
+        return [FailureCount(code, n) for code, n in ordered]

@@ -18,6 +18,7 @@ DOC_PATH = Path(app.__file__).parent / "chalicelib" / "openapi.json"
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 API_KEY_OPERATIONS = {
     ("/api/verification-jobs", "get"),
+    ("/api/verification-jobs/activity", "get"),
     ("/api/verification-jobs/{jobId}/retry", "post"),
     ("/api/verification-jobs/dead-letter/redrive", "post"),
 }
@@ -104,7 +105,7 @@ def test_job_schema_has_every_contract_field(doc: dict) -> None:
     job = _schema(doc, "Job")
     contract = {"id", "jobId", "type", "status", "progress", "contentHash", "manifestUri", "registryAddress",
                 "rpcUrl", "result", "error", "retryCount", "createdAt", "startedAt", "completedAt", "updatedAt"}
-    assert contract | {"errorCode"} == set(job["properties"]) == set(job["required"])
+    assert contract | {"errorCode", "fileName"} == set(job["properties"]) == set(job["required"])
     assert _resolve(doc, job["properties"]["status"])["enum"] == list(vocabulary.JOB_STATUSES)
     assert _resolve(doc, job["properties"]["type"])["enum"] == list(vocabulary.JOB_TYPES)
 
