@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 from chalicelib.vocabulary import (
     ADDRESS_PATTERN, CONTENT_TYPES_LISTED, ERROR_CODES, HASH_PATTERN, JOB_FAILURE_CODES, JOB_STATUSES,
-    JOB_TYPES, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MAX_FILE_NAME_LENGTH, MAX_URI_LENGTH, RAISED_IN_JOBS,
+    JOB_TYPES, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, LIST_OFFSET_MAX, MAX_FILE_NAME_LENGTH, MAX_URI_LENGTH, RAISED_IN_JOBS,
     VERDICTS, ErrorCode, verification_codes,
 )
 
@@ -84,6 +84,8 @@ def _derived() -> list[tuple[tuple[str, ...], Callable[[Any], Any]]]:
          lambda text: _with_paragraph(text, "**Retries.**", _retries_paragraph())),
         (("paths", JOBS, "get", "parameters", "2", "schema"),
          lambda _: {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX, "default": LIST_LIMIT_DEFAULT}),
+        (("paths", JOBS, "get", "parameters", "3", "schema"),
+         lambda _: {"type": "integer", "minimum": 0, "maximum": LIST_OFFSET_MAX, "default": 0}),
     ]
     for path in INLINE_SUBMISSIONS:
         prefix = FALLBACK if path.startswith(JOBS) else ""
