@@ -33,7 +33,7 @@ import psycopg
 import requests
 
 from devstack.anchoring import Anchored, anchor, new_funded_key, revoke_content
-from tests.bench._common import BenchStack, bench_stack, say
+from tests.bench._common import BenchStack, bench_stack, load_line, say
 from tests.chaos.faults import FaultProxy, Injector, send_copy
 
 API_KEY = "chaos-api-key"
@@ -266,8 +266,9 @@ def queues_drained(sqs: Any, urls: list[str], timeout: float) -> None:
         time.sleep(1)
 
 
-def redrive_and_retry(client: Client, failed: list[str]) -> int:
-    """Move the dead-letter queue back, then retry each job still failed; returns jobs re-queued."""
+def redrive_and_retry(client: Client, failed: list[str]) -> tuple[int, int]:
+    """Move the dead-letter queue back, then retry each job still failed; returns (messages
+    redriven, jobs retried)."""
     moved = 0
     while True:
         response = client.request("POST", f"{JOBS}/dead-letter/redrive")
@@ -283,7 +284,7 @@ def redrive_and_retry(client: Client, failed: list[str]) -> int:
         response = client.request("POST", f"{JOBS}/{job_id}/retry")
         if response is not None and response.status_code == 202:
             retried += 1
-    return max(moved, retried)
+    return moved, retried
 
 
 @dataclass
@@ -358,14 +359,15 @@ def chaos(stack: BenchStack, rpc: FaultProxy, gateway: FaultProxy, jobs: int, cl
     retries_first = sum(first[i].get("retryCount", 0) for i in ids if i in first)
 
     # Faults are over: whatever failed on a transient code must now complete.
-    requeued = 0
+    redriven = retried = 0
     final = first
     for _ in range(3):
         again = [i for i in ids if final.get(i, {}).get("status") == "failed"
                  and final[i].get("errorCode") in TRANSIENT_CODES]
         if not again:
             break
-        requeued += redrive_and_retry(client, again)
+        moved, retried_now = redrive_and_retry(client, again)
+        redriven, retried = redriven + moved, retried + retried_now
         final = wait_settled(client, ids, settle_seconds)
     settled_at = time.monotonic()
 
@@ -407,7 +409,7 @@ def chaos(stack: BenchStack, rpc: FaultProxy, gateway: FaultProxy, jobs: int, cl
         f"jobs tracked                    {len(ids)}",
         f"completed                       {completed}",
         f"failed under faults, by code    {sum(failed_first.values())} {dict(failed_first) or ''}".rstrip(),
-        f"  redriven/retried afterwards   {requeued}",
+        f"  afterwards: redriven from the dead-letter queue {redriven}, retried {retried}",
         f"lost (never settled)            {len(lost)}",
         f"duplicated                      {len(duplicated)} (history rows > 1: {sum(rows[i] > 1 for i in ids)}; "
         f"result changed after completion: {len(changed)})",
@@ -451,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         rpc.close()
         gateway.close()
-    print(f"chaos run, seed {seed}, backend {args.backend}, {args.workers} runner workers")
+    print(f"chaos run, seed {seed}, backend {args.backend}, {args.workers} runner workers; {load_line()}")
     print("\n".join(outcome.lines))
     print(f"{outcome.jobs} jobs, {outcome.lost} lost, {outcome.duplicated} duplicated, {outcome.wrong} wrong", flush=True)
     return 0 if outcome.ok else 1
