@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: venv up test unit migrate contracts contracts-check chromium bench clean
+.PHONY: venv up test unit migrate contracts contracts-check chromium bench fuzz chaos clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,16 @@ contracts:
 
 contracts-check:
 	cd infra/contracts && npm ci --no-audit --no-fund --silent && node build.mjs --check
+
+## The API fuzzed against its OpenAPI document for longer than in `make test` (FUZZ_MAX_EXAMPLES per operation).
+fuzz: venv
+	FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-200} FUZZ_STATEFUL_STEPS=$${FUZZ_STATEFUL_STEPS:-12} E2E_BACKENDS=$${E2E_BACKENDS:-moto} \
+		$(PY) -m pytest tests/integration/test_fuzz.py -q
+
+## JOBS jobs (default 1000) through a stack of its own while faults keep happening; exits 0 only
+## when none is lost, duplicated or wrong (tests/chaos).
+chaos: venv
+	$(PY) -m tests.chaos --jobs $${JOBS:-1000}
 
 bench: venv
 	$(PY) -m tests.bench.bench_pipeline

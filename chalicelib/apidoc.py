@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from chalicelib.vocabulary import (
-    ACTIVITY_MINUTES_DEFAULT, ACTIVITY_MINUTES_MAX, ADDRESS_PATTERN, CONTENT_TYPES_LISTED, ERROR_CODES, HASH_PATTERN, JOB_FAILURE_CODES, JOB_STATUSES,
-    JOB_TYPES, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MAX_FILE_NAME_LENGTH, MAX_URI_LENGTH, RAISED_IN_JOBS,
+    ACTIVITY_MINUTES_DEFAULT, ACTIVITY_MINUTES_MAX, ADDRESS_PATTERN, CONTENT_TYPES_LISTED, ERROR_CODES,
+    HASH_PATTERN, JOB_FAILURE_CODES, JOB_STATUSES, JOB_TYPES, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX,
+    LIST_OFFSET_MAX, MAX_FILE_NAME_LENGTH, MAX_URI_LENGTH, RAISED_IN_JOBS,
     VERDICTS, ErrorCode, verification_codes,
 )
 
@@ -84,6 +85,8 @@ def _derived() -> list[tuple[tuple[str, ...], Callable[[Any], Any]]]:
          lambda text: _with_paragraph(text, "**Retries.**", _retries_paragraph())),
         (("paths", JOBS, "get", "parameters", "2", "schema"),
          lambda _: {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX, "default": LIST_LIMIT_DEFAULT}),
+        (("paths", JOBS, "get", "parameters", "3", "schema"),
+         lambda _: {"type": "integer", "minimum": 0, "maximum": LIST_OFFSET_MAX, "default": 0}),
         (("paths", f"{JOBS}/activity", "get", "parameters", "0", "schema"), lambda _: {
             "type": "integer", "minimum": 1, "maximum": ACTIVITY_MINUTES_MAX, "default": ACTIVITY_MINUTES_DEFAULT}),
         (("paths", f"{JOBS}/activity", "get", "responses", "400", "description"), lambda _: (

@@ -49,6 +49,7 @@ class BenchStack:
     processes: dict[str, int] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     ipfs: DevIpfsNode | None = None  # our own stack's IPFS node (it counts gateway reads); None attached
+    stack: Stack | None = None  # our own stack (its process handles, for fault injection); None attached
 
     @property
     def api_url(self) -> str:
@@ -67,7 +68,8 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
 @contextmanager
 def bench_stack(*, attach: bool, workers: int, backend: str = "moto", api_key: str | None = None,
                 app_env: dict[str, str] | None = None, runner_log: str | None = None,
-                runner_pid: int | None = None, schedule_interval_seconds: float = 10.0) -> Iterator[BenchStack]:
+                runner_pid: int | None = None, schedule_interval_seconds: float = 10.0,
+                template_parameters: dict[str, str] | None = None) -> Iterator[BenchStack]:
     """Start a quiet stack of our own in a fresh temporary directory, or attach to `make up`'s."""
     # `timeout`, `kill` and the like send SIGTERM: exit through the `finally` blocks, so that
     # the stack's child processes are stopped rather than orphaned.
@@ -83,6 +85,8 @@ def bench_stack(*, attach: bool, workers: int, backend: str = "moto", api_key: s
         env["API_KEY"] = api_key
     options = StackOptions(backend=backend, work_dir=work_dir, workers=workers, quiet=True, app_env=env,
                            schedule_interval_seconds=schedule_interval_seconds)
+    if template_parameters:
+        options.template_parameters = template_parameters
     logging.getLogger("devstack").setLevel(logging.WARNING)
     say(f"starting a local stack ({backend}, embedded Postgres, dev chain, dev IPFS node, {workers} runner workers)…")
     started = time.monotonic()
@@ -98,6 +102,7 @@ def bench_stack(*, attach: bool, workers: int, backend: str = "moto", api_key: s
         yield BenchStack(
             endpoints=stack.endpoints, attached=False, workers=workers, runner_pid=stack.runner.proc.pid,
             runner_log=work_dir / "logs" / "runner.log", processes=processes, env=stack.env, ipfs=stack.ipfs,
+            stack=stack,
         )
     finally:
         stack.stop()

@@ -1,0 +1,1 @@
+"""The chaos run (`make chaos`): jobs through a local stack while faults keep happening."""
