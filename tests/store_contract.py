@@ -122,6 +122,11 @@ def check_cancelled_is_final(store: Any) -> None:
     assert store.cancel_job(job_id) is None and store.cancel_job("junk") is None
     assert [j.id for j in store.finished_jobs_with_objects(0.0, 10**9)] == [job_id]
     assert store.status_counts()[CANCELLED] == 1
+    running = job_in(store, QUEUED)
+    assert store.start_attempt(running, "00000000-0000-4000-8000-00000000000c", 60) is not None
+    assert store.lease_holder(running) is not None
+    store.cancel_job(running)
+    assert store.lease_holder(running) is None  # the cancel lets the running attempt's lease go
 
 
 def check_rate_limit_windows(store: Any) -> None:

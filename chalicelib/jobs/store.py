@@ -248,7 +248,8 @@ class JobStore(RetentionStatements, ResultCacheStatements, RateLimitStatements, 
         if jid is None:
             return None
         return self._one(
-            f"""UPDATE verification_jobs SET status = '{CANCELLED}', completed_at = now()
+            f"""UPDATE verification_jobs SET status = '{CANCELLED}', completed_at = now(), retry_at = NULL,
+                       {RELEASE_LEASE}
                  WHERE id = %(id)s AND status IN {sql_list(*UNFINISHED_STATUSES)}
                  RETURNING {COLUMNS}""",
             {"id": jid},

@@ -154,7 +154,10 @@ class FakeStore:
 
     def cancel_job(self, job_id: str) -> Job | None:
         job = self._when(job_id, UNFINISHED_STATUSES)
-        return job and self.put(job, status=CANCELLED, completed_at=now())
+        if job is None:
+            return None
+        self._end_attempt(job.id)
+        return self.put(job, status=CANCELLED, completed_at=now())
 
     def _requeue(self, job: Job, enqueued: datetime | None) -> Job:
         self._end_attempt(job.id)

@@ -9,13 +9,13 @@ import copy
 import dataclasses
 import json
 
+import boto3.session
 import pytest
 from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, NoRegionError
 from chalice.test import Client
 from urllib3 import encode_multipart_formdata
 
 import app
-from chalicelib import aws
 from chalicelib.aws import LazyClient
 from chalicelib.vocabulary import CANCELLED, FAILED, QUEUED
 
@@ -65,7 +65,7 @@ def broken(monkeypatch):
             class Session:
                 def client(self, *args, **kwargs):
                     raise UNMAKEABLE[failure]()
-            monkeypatch.setattr(aws.boto3.session, "Session", Session)
+            monkeypatch.setattr(boto3.session, "Session", Session)  # LazyClient imports boto3 when it first makes one
             client = LazyClient(attribute)
         changed = copy.copy(service)
         setattr(changed, attribute, client)

@@ -163,7 +163,6 @@ def test_redrive_empties_the_dead_letter_queue(stack, lane, anchored, lane_conso
     assert done["result"]["status"] == "OK"
 
 
-@pytest.mark.xfail(strict=True, reason="cancel endpoint lands with issue 11")
 def test_cancel_ends_a_waiting_job(stack, lane, lane_console):
     """With the lane's workers stopped, a submitted job waits in the queue; Cancel ends it."""
     lane.runner.stop()
