@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     last = max(parse_time(j["completedAt"]) for j in proof_jobs.values())
     span = (last - first).total_seconds()
     print(f"{'one queue for both types' if args.one_queue else 'a queue per type'}, workers {stack.workers}, proof cap {stack.env.get('PROOF_MAX_CONCURRENCY', '2')} (PROOF_MAX_CONCURRENCY)")
-    print(f"verify latency, s        p50     p95     max")
+    print("verify latency, s        p50     p95     max")
     print(f"  idle               {idle_figures[0]:7.2f} {idle_figures[1]:7.2f} {idle_figures[2]:7.2f}")
     print(f"  behind {args.proofs} proofs  {loaded_figures[0]:7.2f} {loaded_figures[1]:7.2f} {loaded_figures[2]:7.2f}")
     print(f"  ratio              {loaded_figures[0] / idle_figures[0]:7.2f} {loaded_figures[1] / idle_figures[1]:7.2f}"

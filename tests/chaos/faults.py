@@ -25,6 +25,8 @@ import requests
 from devstack.postgres import start_postgres
 from devstack.stack import Stack
 
+from tests.loopback import send
+
 PASS, REFUSE, STALL, ERROR, SLOW = "pass", "refuse", "stall", "5xx", "slow"
 
 
@@ -70,7 +72,7 @@ class FaultProxy:
             handler.close_connection = True
             return
         if mode == ERROR:
-            self._send(handler, 503, b'{"error": "injected fault"}', "application/json")
+            send(handler, 503, b'{"error": "injected fault"}', "application/json")
             return
         if mode == SLOW:
             time.sleep(self.slow_seconds)
@@ -81,16 +83,7 @@ class FaultProxy:
         except requests.RequestException:
             handler.close_connection = True
             return
-        self._send(handler, upstream.status_code, upstream.content, upstream.headers.get("Content-Type", ""))
-
-    @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str) -> None:
-        handler.send_response(status)
-        if content_type:
-            handler.send_header("Content-Type", content_type)
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
+        send(handler, upstream.status_code, upstream.content, upstream.headers.get("Content-Type", ""))
 
     def close(self) -> None:
         self.mode = PASS

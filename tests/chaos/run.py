@@ -16,7 +16,6 @@ queue is one more URL), the database for the history rows, and the stack's proce
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys
@@ -401,7 +400,7 @@ def chaos(stack: BenchStack, rpc: FaultProxy, gateway: FaultProxy, jobs: int, cl
         f"jobs submitted                  {len(submissions)} (verify {sum(s.job_type == 'verify' for s in submissions)}, "
         f"proof {sum(s.job_type == 'proof' for s in submissions)}; inline {sum(s.upload == 'inline' for s in submissions)}, "
         f"presigned {sum(s.upload == 'presigned' for s in submissions)})",
-        f"content                         " + ", ".join(f"{k} {sum(s.content.kind == k for s in submissions)}" for k in KINDS),
+        "content                         " + ", ".join(f"{k} {sum(s.content.kind == k for s in submissions)}" for k in KINDS),
         f"requests without an answer      {tally.unanswered} (accepted, found by listing: {tally.found_by_listing}; "
         f"orphaned uploads, never given their URL: {len(orphaned)})",
         f"'try again' answers (503/429)   {tally.refused_503}",

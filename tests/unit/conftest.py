@@ -8,6 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.loopback import send
+
 
 class LoopbackRpc:
     """A JSON-RPC endpoint at ``url`` (127.0.0.1, a free port).
@@ -66,16 +68,6 @@ class LoopbackRpc:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
-
-
-def send(handler, status, body, content_type=None):
-    """Answer a request with ``body`` and its length (and a Content-Type when given)."""
-    handler.send_response(status)
-    if content_type:
-        handler.send_header("Content-Type", content_type)
-    handler.send_header("Content-Length", str(len(body)))
-    handler.end_headers()
-    handler.wfile.write(body)
 
 
 @pytest.fixture()
