@@ -15,9 +15,9 @@ from typing import Any, Callable, Iterable
 
 from chalicelib.vocabulary import (
     ACTIVITY_MINUTES_DEFAULT, ACTIVITY_MINUTES_MAX, ADDRESS_PATTERN, CONTENT_TYPES_LISTED, ERROR_CODES,
-    HASH_PATTERN, JOB_FAILURE_CODES, JOB_STATUSES, JOB_TYPES, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX,
-    LIST_OFFSET_MAX, MAX_FILE_NAME_LENGTH, MAX_URI_LENGTH, RAISED_IN_JOBS,
-    VERDICTS, ErrorCode, verification_codes,
+    ErrorCode, HASH_PATTERN, JOB_FAILURE_CODES, JOB_STATUSES, JOB_TYPES, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX,
+    LIST_OFFSET_MAX, MAX_FILE_NAME_LENGTH, MAX_URI_LENGTH, PRINTABLE_PATTERN, RAISED_IN_JOBS, VERDICTS,
+    verification_codes,
 )
 
 DOCUMENT_PATH = Path(__file__).resolve().parent / "openapi.json"
@@ -75,6 +75,9 @@ def _derived() -> list[tuple[tuple[str, ...], Callable[[Any], Any]]]:
         ((*schemas, "ManifestURI", "maxLength"), lambda _: MAX_URI_LENGTH),
         ((*schemas, "RpcUrl", "maxLength"), lambda _: MAX_URI_LENGTH),
         ((*schemas, "UploadRequest", "properties", "filename", "maxLength"), lambda _: MAX_FILE_NAME_LENGTH),
+        *(((*schemas, *field, "pattern"), lambda _: PRINTABLE_PATTERN) for field in (
+            ("ManifestURI",), ("RpcUrl",), ("UploadRequest", "properties", "filename"),
+            ("UploadRequest", "properties", "contentType"))),
         ((*schemas, "UploadRequest", "properties", "contentType", "description"), lambda _: (
             f"The file's media type (parameters are ignored); one of: {types}. When given, the presigned POST "
             "pins it: send the same `Content-Type` field.")),

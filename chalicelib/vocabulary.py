@@ -51,7 +51,11 @@ HTTP_URL_RE = re.compile(r"^https?://[^\s/]+", re.IGNORECASE)
 MAX_URI_LENGTH = 2048
 # C0 and C1 control characters and DEL: refused in every text a client sends (PostgreSQL
 # refuses NUL in text columns, and none of them belong in a name or a URI).
-CONTROL_CHARACTER_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# C0 and C1 control characters: refused in every text field (file names, URIs), before anything
+# is stored; the OpenAPI document says the same with PRINTABLE_PATTERN.
+_CONTROL_CHARACTERS = r"\x00-\x1f\x7f-\x9f"
+CONTROL_CHARACTER_RE = re.compile(f"[{_CONTROL_CHARACTERS}]")
+PRINTABLE_PATTERN = f"^[^{_CONTROL_CHARACTERS}]*$"
 MAX_FILE_NAME_LENGTH = 255
 LIST_LIMIT_DEFAULT = 50
 LIST_LIMIT_MAX = 100

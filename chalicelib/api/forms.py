@@ -78,7 +78,7 @@ def _text(fields: Mapping[str, Any], name: str, required: bool) -> str | None:
         return None
     if not isinstance(value, str):
         raise _bad(name, f"{name} must be a string")
-    return _printable(name, value.strip())
+    return _printable(name, value).strip()  # a tab or newline is refused, not stripped
 
 
 def _printable(name: str, value: str) -> str:

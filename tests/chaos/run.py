@@ -204,10 +204,10 @@ def _json(response: requests.Response) -> dict[str, Any]:
 # --- the run -----------------------------------------------------------------------------------
 
 def work_queue_urls(endpoints: dict[str, Any]) -> list[str]:
-    """The stack's work queues (one today; a queue per job type adds URLs, not code here)."""
-    others = {"dead_letter_queue_url", "upload_events_queue_url"}
+    """The stack's work queues, one per job type: every queue but the dead-letter queues and the
+    upload-events queue (and its dead-letter queue)."""
     return [url for name, url in endpoints.items()
-            if name.endswith("queue_url") and name not in others and not name.startswith("dead_letter")]
+            if name.endswith("queue_url") and "dead_letter" not in name and not name.startswith("upload_events")]
 
 
 def anchor_contents(endpoints: dict[str, Any], per_kind: int) -> list[Content]:

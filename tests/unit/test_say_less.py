@@ -93,7 +93,8 @@ def test_an_inline_file_name_with_control_characters_or_too_long_is_400_before_s
 
 
 @pytest.mark.parametrize("field,value", [("manifestURI", MANIFEST + "\x00"), ("rpcUrl", "http://127.0.0.1:8545/\x01"),
-                                         ("registryAddress", REGISTRY + "\x00")])
+                                         ("registryAddress", REGISTRY + "\x00"),
+                                         ("manifestURI", MANIFEST + "\t")])  # refused, not stripped: as documented
 def test_control_characters_in_any_field_are_400(http, aws, store, field, value):
     response = http.post("/api/verification-jobs/verify", headers=JSON_HEADERS, body=hash_job(**{field: value}))
     assert (response.status_code, error(response)["field"]) == (400, field)
