@@ -446,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with bench_stack(attach=False, workers=args.workers, backend=args.backend, api_key=API_KEY,
                          app_env={**APP_ENV, "IPFS_GATEWAY": gateway.url},
-                         template_parameters={"VisibilityTimeoutSeconds": VISIBILITY_SECONDS},
+                         template_parameters={"VisibilityTimeoutSeconds": VISIBILITY_SECONDS,
+                                              "UploadEventsVisibilityTimeoutSeconds": VISIBILITY_SECONDS},
                          schedule_interval_seconds=2) as stack:
             outcome = chaos(stack, rpc, gateway, args.jobs, args.clients, args.rate, seed, args.settle_seconds)
     finally:
