@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.aws import NOT_FOUND_CODES, LazyClient, error_code, unavailable_as
 from chalicelib.config import Settings
 from chalicelib.errors import PermanentError, TransientError
-from chalicelib.vocabulary import STORAGE_UNAVAILABLE, UPLOAD_MISSING
+from chalicelib.vocabulary import MAX_UPLOAD_PARTS, MIN_UPLOAD_PART_BYTES, STORAGE_UNAVAILABLE, UPLOAD_MISSING
 
 READ_CHUNK = 1024 * 1024
 
@@ -26,6 +26,45 @@ class PresignedUpload:
     fields: dict[str, str]
     max_bytes: int
     expires_at: datetime
+
+
+@dataclass(frozen=True)
+class ReceivedPart:
+    """A part S3 holds for an open multipart upload."""
+
+    number: int
+    etag: str  # without the quotes S3 puts around it
+    size: int
+
+
+class MultipartRefused(Exception):
+    """S3 refused to complete a multipart upload: `code` is S3's reason (`NoSuchUpload` when the
+    upload was aborted or never existed, `InvalidPart`, `EntityTooSmall`, ... for a bad part list)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+NO_SUCH_UPLOAD = "NoSuchUpload"
+
+
+def part_plan(size: int, preferred_part_size: int) -> tuple[int, int]:
+    """(part size, part count) for a file of `size` bytes: the configured part size, raised to
+    S3's minimum and to what keeps the count within S3's 10,000 parts."""
+    part_size = max(preferred_part_size, MIN_UPLOAD_PART_BYTES, -(-size // MAX_UPLOAD_PARTS))
+    return part_size, -(-size // part_size)
+
+
+def part_length(number: int, size: int, part_size: int) -> int:
+    """How many bytes part `number` (from 1) of a `size`-byte file holds: every part but the last is whole."""
+    return min(part_size, size - (number - 1) * part_size)
+
+
+def bare_etag(etag: str) -> str:
+    """An ETag as S3 and clients spell it, quoted or not, compared without its quotes."""
+    return etag.strip().strip('"')
 
 
 class Storage:
@@ -103,6 +142,64 @@ class Storage:
             max_bytes=high,
             expires_at=datetime.now(timezone.utc) + timedelta(seconds=expires),
         )
+
+
+    # --- multipart uploads (files over MULTIPART_THRESHOLD_BYTES) ---------------------------------
+
+    def start_multipart_upload(self, key: str, content_type: str | None) -> str:
+        """Open a multipart upload for the key; its S3 UploadId."""
+        extra = {"ContentType": content_type} if content_type else {}
+        with unavailable_as(STORAGE_UNAVAILABLE, "start the multipart upload"):
+            return str(self.s3().create_multipart_upload(Bucket=self.bucket, Key=key, **extra)["UploadId"])
+
+    def presign_parts(self, key: str, upload_id: str, part_numbers: Iterable[int]) -> dict[int, str]:
+        """A presigned PUT URL for each part number, valid MULTIPART_URL_EXPIRY_SECONDS."""
+        expires = self.settings.multipart_url_expiry_seconds
+        with unavailable_as(STORAGE_UNAVAILABLE, "sign the part uploads"):
+            return {number: self.s3().generate_presigned_url(
+                        "upload_part", ExpiresIn=expires,
+                        Params={"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": number})
+                    for number in part_numbers}
+
+    def received_parts(self, key: str, upload_id: str) -> list[ReceivedPart] | None:
+        """The parts S3 holds for the upload, by part number; None when the upload is gone
+        (completed or aborted)."""
+        parts: list[ReceivedPart] = []
+        try:
+            pages = self.s3().get_paginator("list_parts").paginate(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            for page in pages:
+                parts.extend(ReceivedPart(int(p["PartNumber"]), bare_etag(p["ETag"]), int(p["Size"]))
+                             for p in page.get("Parts", []))
+        except (ClientError, BotoCoreError) as exc:
+            if isinstance(exc, ClientError) and error_code(exc) == NO_SUCH_UPLOAD:
+                return None
+            raise TransientError("could not list the received parts", STORAGE_UNAVAILABLE, detail=str(exc)) from exc
+        return sorted(parts, key=lambda part: part.number)
+
+    def complete_multipart_upload(self, key: str, upload_id: str, parts: Iterable[tuple[int, str]]) -> None:
+        """Join the (part number, ETag) parts into the object; MultipartRefused when S3 says no."""
+        listed = [{"PartNumber": number, "ETag": f'"{bare_etag(etag)}"'} for number, etag in parts]
+        try:
+            self.s3().complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                                MultipartUpload={"Parts": listed})
+        except ClientError as exc:
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if 400 <= status < 500 and status not in (403, 429):
+                raise MultipartRefused(error_code(exc), str(exc)) from exc
+            raise TransientError("could not complete the upload", STORAGE_UNAVAILABLE, detail=str(exc)) from exc
+        except BotoCoreError as exc:
+            raise TransientError("could not complete the upload", STORAGE_UNAVAILABLE, detail=str(exc)) from exc
+
+    def abort_multipart_upload(self, key: str, upload_id: str) -> None:
+        """Abort the upload and drop its parts; an upload already gone is fine."""
+        try:
+            self.s3().abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except ClientError as exc:
+            if error_code(exc) == NO_SUCH_UPLOAD:
+                return
+            raise TransientError("could not abort the upload", STORAGE_UNAVAILABLE, detail=str(exc)) from exc
+        except BotoCoreError as exc:
+            raise TransientError("could not abort the upload", STORAGE_UNAVAILABLE, detail=str(exc)) from exc
 
 
 def _chunks(body: BinaryIO) -> Iterator[bytes]:
