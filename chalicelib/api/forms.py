@@ -260,7 +260,7 @@ def parse_completed_parts(body: bytes | None) -> list[tuple[int, str]]:
                 or CONTROL_CHARACTER_RE.search(etag):
             raise _bad("parts", f"parts[{index}].etag (part {number}) must be the ETag S3 answered for the part")
         if number in found:
-            raise _bad("parts", f"part {number} is listed twice")
+            raise _bad("parts", f"parts lists part {number} twice")
         found[number] = etag.strip()
     return sorted(found.items())
 

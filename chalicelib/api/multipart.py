@@ -140,12 +140,12 @@ def complete_upload(services: Services, request: Request, job_id: str) -> Respon
     if held is not None:
         mismatch = first_mismatch(listed, held, job.file_size, job.upload_part_size)
         if mismatch is not None:
-            raise ApiError(VALIDATION_ERROR, mismatch, "parts")
+            raise ApiError(VALIDATION_ERROR, f"parts: {mismatch}", "parts")
         try:
             storage.complete_multipart_upload(key, job.multipart_upload_id, listed)
         except MultipartRefused as exc:
             if exc.code != NO_SUCH_UPLOAD:
-                raise ApiError(VALIDATION_ERROR, f"storage refused the part list ({exc.code})", "parts") from exc
+                raise ApiError(VALIDATION_ERROR, f"parts: storage refused the part list ({exc.code})", "parts") from exc
             held = None  # completed meanwhile by a concurrent call, or aborted: the object says which
     if held is None and not storage.object_exists(key):
         raise ApiError(UPLOAD_EXPIRED, "storage holds no such upload any more (aborted); create a new upload")
