@@ -6,10 +6,16 @@ A second API on the same services takes parts of S3's minimum (5 MiB) and goes m
 8 MiB, so that a test file is a few MiB; the sweep and the workers are the stack's own."""
 from __future__ import annotations
 
+import json
 import os
+import threading
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
+from internetid_cli import flow
+from internetid_cli.api import ApiClient, ClientError, Target
+from internetid_cli.multipart import ResumeState
 
 from tests.integration.conftest import assert_error, aws_client, extra_api, history_rows, wait_for
 
@@ -116,3 +122,46 @@ def test_up_to_the_threshold_the_upload_is_still_one_presigned_post(stack, api, 
     assert api.post(f"{over['pollUrl']}/cancel").status_code == 200
     wait_for(lambda: open_uploads(stack, f"uploads/{over['jobId']}"), lambda uploads: uploads == [],
              what="the cancelled upload aborted")
+
+
+class CountingClient(ApiClient):
+    """The CLI's real client, recording the parts it PUTs; `fail_part` breaks one part for good,
+    as a connection lost mid-upload would."""
+
+    def __init__(self, base_url: str, fail_part: int | None = None) -> None:
+        super().__init__(base_url)
+        self.fail_part, self.sent, self.lock = fail_part, set(), threading.Lock()
+
+    def put_part(self, url: str, data: bytes, attempts: int = 3) -> str:
+        number = int(parse_qs(urlparse(url).query)["partNumber"][0])
+        if number == self.fail_part:
+            raise ClientError(f"uploading a part to storage: connection lost (part {number})")
+        etag = super().put_part(url, data, attempts)
+        with self.lock:
+            self.sent.add(number)
+        return etag
+
+
+def test_an_interrupted_upload_resumed_by_the_cli_sends_only_the_missing_parts(stack, small_parts, anchored,
+                                                                               tmp_path):
+    data = os.urandom(3 * PART + 100)  # four parts
+    item = anchored(data)
+    file = tmp_path / "master.mov"
+    file.write_bytes(data)
+    state = ResumeState(tmp_path / "state.json")
+    target = Target(stack.endpoints["registry_address"], item.manifest_uri)
+
+    def verify(client: CountingClient) -> flow.Outcome:
+        return flow.run(client, "verify", file, target, quiet=True, inline_limit=0, timeout=120, state=state)
+
+    first = CountingClient(small_parts.base_url, fail_part=3)
+    with pytest.raises(ClientError, match="connection lost"):
+        verify(first)
+    assert 3 not in first.sent and first.sent  # some parts landed before the interruption
+    job_id = json.loads((tmp_path / "state.json").read_text())[ResumeState.key(small_parts.base_url, file)]["jobId"]
+
+    second = CountingClient(small_parts.base_url)
+    outcome = verify(second)
+    assert second.sent == {1, 2, 3, 4} - first.sent
+    assert (outcome.path, outcome.job_id, outcome.result["status"]) == ("multipart", job_id, "OK")
+    assert json.loads((tmp_path / "state.json").read_text()) == {}  # forgotten once complete
