@@ -114,6 +114,9 @@ class Settings:
     max_multipart_upload_bytes: int = 20 * GIB
     multipart_part_size_bytes: int = 64 * MIB
     multipart_url_expiry_seconds: int = 6 * 3600
+    # The worker reads an upload with this many ranged GETs of this size in flight (memory: their product).
+    read_range_bytes: int = 8 * MIB
+    read_parallel_ranges: int = 4
     rate_limit_per_minute: int = 100  # requests per client IP and minute; 0 turns the limit off
 
     # Retries and retention.
@@ -177,6 +180,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_multipart_upload_bytes=_int(env.get("MAX_MULTIPART_UPLOAD_BYTES"), d.max_multipart_upload_bytes),
         multipart_part_size_bytes=_int(env.get("MULTIPART_PART_SIZE_BYTES"), d.multipart_part_size_bytes),
         multipart_url_expiry_seconds=_int(env.get("MULTIPART_URL_EXPIRY_SECONDS"), d.multipart_url_expiry_seconds),
+        read_range_bytes=_int(env.get("READ_RANGE_BYTES"), d.read_range_bytes),
+        read_parallel_ranges=_int(env.get("READ_PARALLEL_RANGES"), d.read_parallel_ranges),
         rate_limit_per_minute=_int(env.get("RATE_LIMIT_PER_MINUTE"), d.rate_limit_per_minute),
         max_retry_attempts=_int(env.get("MAX_RETRY_ATTEMPTS"), d.max_retry_attempts),
         retry_base_seconds=_float(env.get("RETRY_BASE_SECONDS"), d.retry_base_seconds),
