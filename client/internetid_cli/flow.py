@@ -49,7 +49,7 @@ def _to_storage(client: ApiClient, kind: str, file: Path, target: Target, size: 
         job_id, poll_url, status = resumed
         return job_id, poll_url, _send_multipart(client, file, status, status["missing"], size, quiet, state, log,
                                                  {p["partNumber"]: p["etag"] for p in status["parts"]})
-    log(f"Creating an upload for {file.name} ({size} bytes, {content_type})")
+    log(f"Creating a presigned upload for {file.name} ({size} bytes, {content_type})")
     created = client.create_upload(kind, target, file.name, content_type, size)
     job_id, poll_url, upload = created["jobId"], created["pollUrl"], created["upload"]
     max_bytes = upload.get("maxBytes")
