@@ -78,7 +78,8 @@ def _derived() -> list[tuple[tuple[str, ...], Callable[[Any], Any]]]:
         ((*schemas, "UploadRequest", "properties", "filename", "maxLength"), lambda _: MAX_FILE_NAME_LENGTH),
         *(((*schemas, *field, "pattern"), lambda _: PRINTABLE_PATTERN) for field in (
             ("ManifestURI",), ("RpcUrl",), ("UploadRequest", "properties", "filename"),
-            ("UploadRequest", "properties", "contentType"))),
+            ("UploadRequest", "properties", "contentType"),
+            ("CompletedParts", "properties", "parts", "items", "properties", "etag"))),
         ((*schemas, "UploadRequest", "properties", "contentType", "description"), lambda _: (
             f"The file's media type (parameters are ignored); one of: {types}. When given, the presigned POST "
             "pins it: send the same `Content-Type` field.")),

@@ -254,13 +254,15 @@ def parse_completed_parts(body: bytes | None) -> list[tuple[int, str]]:
     for index, part in enumerate(parts):
         number = part.get("partNumber") if isinstance(part, dict) else None
         etag = part.get("etag") if isinstance(part, dict) else None
+        if isinstance(number, float) and number.is_integer():  # JSON's 3.0 is the integer 3
+            number = int(number)
         if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= MAX_UPLOAD_PARTS:
             raise _bad("parts", f"parts[{index}].partNumber must be a whole number from 1 to {MAX_UPLOAD_PARTS}")
         if not isinstance(etag, str) or not etag.strip() or len(etag) > MAX_ETAG_LENGTH \
                 or CONTROL_CHARACTER_RE.search(etag):
             raise _bad("parts", f"parts[{index}].etag (part {number}) must be the ETag S3 answered for the part")
         if number in found:
-            raise _bad("parts", f"parts lists part {number} twice")
+            raise _bad("parts", f"parts: part {number} is listed twice")
         found[number] = etag.strip()
     return sorted(found.items())
 
