@@ -24,7 +24,7 @@ def test_an_object_read_in_ranges_hashes_like_hashlib(aws):
 
 
 def test_an_object_smaller_than_a_range_is_one_get(aws):
-    storage = Storage(make_settings(aws), aws.s3)
+    storage = Storage(make_settings(aws, READ_PARALLEL_RANGES="4"), aws.s3)
     storage.put_object("uploads/s", b"small", "text/plain")
     seconds: list[float] = []
     size, chunks = storage.stream_object("uploads/s", seconds)
@@ -43,6 +43,14 @@ class Reads:
             self.started += 1
             self.most_ahead = max(self.most_ahead, self.started - self.consumed)
         return bytes([byte_range[0] % 256]) * (byte_range[1] - byte_range[0] + 1)
+
+
+def test_one_streamed_get_by_default(aws):
+    storage = Storage(make_settings(aws), aws.s3)
+    storage.put_object("uploads/t", b"x" * 3000, "text/plain")
+    seconds: list[float] = []
+    size, chunks = storage.stream_object("uploads/t", seconds)
+    assert (size, b"".join(chunks), seconds) == (3000, b"x" * 3000, [])
 
 
 def test_ranges_come_in_order_with_a_bounded_read_ahead():
