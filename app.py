@@ -8,7 +8,7 @@ from chalice import Chalice, Response
 from chalice.app import Request, SQSEvent
 
 from chalicelib import console, housekeeping, worker
-from chalicelib.api import endpoints, ratelimit
+from chalicelib.api import endpoints, multipart, ratelimit
 from chalicelib.config import settings
 from chalicelib.vocabulary import PROOF, VERIFY
 from chalicelib.wiring import services
@@ -62,6 +62,16 @@ def list_jobs() -> Response:
 @app.route("/api/verification-jobs/{job_id}", methods=["GET"])
 def get_job(job_id: str) -> Response:
     return endpoints.get_job(services(), job_id)
+
+
+@app.route("/api/verification-jobs/{job_id}/upload", methods=["GET"])
+def upload_status(job_id: str) -> Response:
+    return multipart.upload_status(services(), job_id)
+
+
+@app.route("/api/verification-jobs/{job_id}/upload/complete", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+def complete_upload(job_id: str) -> Response:
+    return multipart.complete_upload(services(), app.current_request, job_id)
 
 
 @app.route("/api/verification-jobs/{job_id}/retry", methods=["POST"])

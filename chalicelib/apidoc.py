@@ -16,7 +16,8 @@ from typing import Any, Callable, Iterable
 from chalicelib.vocabulary import (
     ACTIVITY_MINUTES_DEFAULT, ACTIVITY_MINUTES_MAX, ADDRESS_PATTERN, CONTENT_TYPES_LISTED, ERROR_CODES,
     ErrorCode, HASH_PATTERN, JOB_FAILURE_CODES, JOB_STATUSES, JOB_TYPES, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX,
-    LIST_OFFSET_MAX, MAX_FILE_NAME_LENGTH, MAX_URI_LENGTH, PRINTABLE_PATTERN, RAISED_IN_JOBS, VERDICTS,
+    LIST_OFFSET_MAX, MAX_ETAG_LENGTH, MAX_FILE_NAME_LENGTH, MAX_UPLOAD_PARTS, MAX_URI_LENGTH, MIN_UPLOAD_PART_BYTES,
+    PRINTABLE_PATTERN, RAISED_IN_JOBS, UPLOAD_MULTIPART, UPLOAD_POST, VERDICTS,
     verification_codes,
 )
 
@@ -77,7 +78,8 @@ def _derived() -> list[tuple[tuple[str, ...], Callable[[Any], Any]]]:
         ((*schemas, "UploadRequest", "properties", "filename", "maxLength"), lambda _: MAX_FILE_NAME_LENGTH),
         *(((*schemas, *field, "pattern"), lambda _: PRINTABLE_PATTERN) for field in (
             ("ManifestURI",), ("RpcUrl",), ("UploadRequest", "properties", "filename"),
-            ("UploadRequest", "properties", "contentType"))),
+            ("UploadRequest", "properties", "contentType"),
+            ("CompletedParts", "properties", "parts", "items", "properties", "etag"))),
         ((*schemas, "UploadRequest", "properties", "contentType", "description"), lambda _: (
             f"The file's media type (parameters are ignored); one of: {types}. When given, the presigned POST "
             "pins it: send the same `Content-Type` field.")),
@@ -94,6 +96,19 @@ def _derived() -> list[tuple[tuple[str, ...], Callable[[Any], Any]]]:
             "type": "integer", "minimum": 1, "maximum": ACTIVITY_MINUTES_MAX, "default": ACTIVITY_MINUTES_DEFAULT}),
         (("paths", f"{JOBS}/activity", "get", "responses", "400", "description"), lambda _: (
             f"`VALIDATION_ERROR` with `field` `minutes` (not a whole number from 1 to {ACTIVITY_MINUTES_MAX}).")),
+        ((*schemas, "PresignedPost", "properties", "method", "const"), lambda _: UPLOAD_POST),
+        *(((*schemas, name, "properties", "method", "const"), lambda _: UPLOAD_MULTIPART)
+          for name in ("MultipartUpload", "UploadStatus")),
+        *(((*schemas, name, "properties", "partSize", "minimum"), lambda _: MIN_UPLOAD_PART_BYTES)
+          for name in ("MultipartUpload", "UploadStatus")),
+        *((path, lambda _: MAX_UPLOAD_PARTS) for path in (
+            (*schemas, "MultipartUpload", "properties", "parts", "maxItems"),
+            (*schemas, "PartUrl", "properties", "partNumber", "maximum"),
+            (*schemas, "CompletedParts", "properties", "parts", "maxItems"),
+            (*schemas, "CompletedParts", "properties", "parts", "items", "properties", "partNumber", "maximum"),
+            (*schemas, "UploadStatus", "properties", "parts", "items", "properties", "partNumber", "maximum"))),
+        ((*schemas, "CompletedParts", "properties", "parts", "items", "properties", "etag", "maxLength"),
+         lambda _: MAX_ETAG_LENGTH),
     ]
     for path in INLINE_SUBMISSIONS:
         prefix = FALLBACK if path.startswith(JOBS) else ""

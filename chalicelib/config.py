@@ -108,6 +108,16 @@ class Settings:
     max_inline_upload_bytes: int = 4 * MIB
     max_upload_bytes: int = GIB
     upload_url_expiry_seconds: int = 900
+    # Multipart uploads (S3 multipart, a presigned PUT per part) for files over the threshold, up
+    # to MAX_MULTIPART_UPLOAD_BYTES; their part URLs live longer, since a 20 GiB upload takes a while.
+    multipart_threshold_bytes: int = GIB
+    max_multipart_upload_bytes: int = 20 * GIB
+    multipart_part_size_bytes: int = 64 * MIB
+    multipart_url_expiry_seconds: int = 6 * 3600
+    # The worker reads an upload with this many ranged GETs of this size in flight (memory: their
+    # product); 1 is one streamed GET, the fastest on moto, which copies the whole object per range.
+    read_range_bytes: int = 8 * MIB
+    read_parallel_ranges: int = 1
     rate_limit_per_minute: int = 100  # requests per client IP and minute; 0 turns the limit off
 
     # Retries and retention.
@@ -167,6 +177,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_inline_upload_bytes=_int(env.get("MAX_INLINE_UPLOAD_BYTES"), d.max_inline_upload_bytes),
         max_upload_bytes=_int(env.get("MAX_UPLOAD_BYTES"), d.max_upload_bytes),
         upload_url_expiry_seconds=_int(env.get("UPLOAD_URL_EXPIRY_SECONDS"), d.upload_url_expiry_seconds),
+        multipart_threshold_bytes=_int(env.get("MULTIPART_THRESHOLD_BYTES"), d.multipart_threshold_bytes),
+        max_multipart_upload_bytes=_int(env.get("MAX_MULTIPART_UPLOAD_BYTES"), d.max_multipart_upload_bytes),
+        multipart_part_size_bytes=_int(env.get("MULTIPART_PART_SIZE_BYTES"), d.multipart_part_size_bytes),
+        multipart_url_expiry_seconds=_int(env.get("MULTIPART_URL_EXPIRY_SECONDS"), d.multipart_url_expiry_seconds),
+        read_range_bytes=_int(env.get("READ_RANGE_BYTES"), d.read_range_bytes),
+        read_parallel_ranges=_int(env.get("READ_PARALLEL_RANGES"), d.read_parallel_ranges),
         rate_limit_per_minute=_int(env.get("RATE_LIMIT_PER_MINUTE"), d.rate_limit_per_minute),
         max_retry_attempts=_int(env.get("MAX_RETRY_ATTEMPTS"), d.max_retry_attempts),
         retry_base_seconds=_float(env.get("RETRY_BASE_SECONDS"), d.retry_base_seconds),

@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.data_classes import S3Event, SQSEvent
 
 from chalicelib.dispatch import enqueue_job
 from chalicelib.errors import TransientError
+from chalicelib.jobs import Job
 from chalicelib.queue import SCAN_HIDE_SECONDS
 from chalicelib.telemetry import job_finished, logger
 from chalicelib.vocabulary import CANCELLED, DEAD_LETTERED, QUEUE_UNAVAILABLE, UNFINISHED_STATUSES
@@ -87,6 +88,21 @@ def upload_arrived(services: Services, key: str, size: int | None) -> bool:
     return True
 
 
+def abort_multipart_upload(services: Services, job: Job) -> bool:
+    """Drop the parts of a finished job's open multipart upload, if it has one; False when S3
+    could not be reached (the next sweep tries again)."""
+    if job.multipart_upload_id is None or job.object_key is None:
+        return True
+    try:
+        services.storage.abort_multipart_upload(job.object_key, job.multipart_upload_id)
+    except TransientError as exc:
+        logger.warning("could not abort a multipart upload", extra={"job_id": job.id, "error": exc.message})
+        return False
+    services.store.forget_multipart_upload(job.id)
+    logger.info("multipart upload aborted", extra={"job_id": job.id})
+    return True
+
+
 # --- the scheduled sweep -----------------------------------------------------------------------
 
 @dataclass
@@ -94,20 +110,26 @@ class SweepReport:
     resent: int = 0
     uploads_expired: int = 0
     objects_deleted: int = 0
-    objects_kept: int = 0  # their delete failed; the next sweep tries again
+    objects_kept: int = 0  # their delete (or multipart abort) failed; the next sweep tries again
+    multipart_uploads_aborted: int = 0  # of jobs that expired or were cancelled: no parts left behind
     jobs_removed: int = 0
     cached_results_removed: int = 0  # result cache entries past RESULT_CACHE_SECONDS
 
 
 def sweep(services: Services) -> SweepReport:
-    """Re-send stuck jobs, expire uploads that never came, delete old objects, jobs and cached
-    results."""
+    """Re-send stuck jobs, expire uploads that never came (aborting their multipart uploads),
+    delete old objects, jobs and cached results."""
     store, settings, report = services.store, services.settings, SweepReport()
     for job in store.jobs_to_resend(settings.stuck_queued_seconds):
         report.resent += enqueue_job(services, job.id, job.type)
     for job in store.expire_uploads():
         report.uploads_expired += 1
         job_finished("Failed")
+    for job in store.jobs_with_open_multipart_uploads():
+        if abort_multipart_upload(services, job):
+            report.multipart_uploads_aborted += 1
+        else:
+            report.objects_kept += 1
     # Completed jobs' files go at once; failed jobs keep theirs for a retry until retention ends.
     for job in store.finished_jobs_with_objects(0.0, settings.failed_retention_days * 86400):
         try:

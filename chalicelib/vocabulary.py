@@ -62,6 +62,13 @@ LIST_LIMIT_MAX = 100
 LIST_OFFSET_MAX = 2**31 - 1  # Postgres OFFSET takes a bigint; keep it well inside
 ACTIVITY_MINUTES_DEFAULT = 60  # the activity report's window: the last hour
 ACTIVITY_MINUTES_MAX = 1440  # at most a day of one-minute buckets
+# S3's multipart limits: part numbers 1 to 10,000, every part but the last at least 5 MiB.
+MAX_UPLOAD_PARTS = 10_000
+MIN_UPLOAD_PART_BYTES = 5 * 1024 * 1024
+MAX_ETAG_LENGTH = 128  # S3's part ETags are an MD5 in hex, quoted: far shorter
+# How a client sends a file straight to storage: one presigned POST, or presigned PUTs per part.
+UPLOAD_POST = "POST"
+UPLOAD_MULTIPART = "MULTIPART"
 # The original service's accepted file types, in its order, plus application/octet-stream.
 CONTENT_TYPES_LISTED = (
     "image/jpeg", "image/png", "image/gif", "image/webp", "image/svg+xml",

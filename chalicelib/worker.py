@@ -20,6 +20,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
+from statistics import median
 from typing import Any, Iterator
 
 from aws_lambda_powertools.utilities.data_classes import SQSEvent, SQSRecord
@@ -206,10 +207,12 @@ def _execute(services: Services, job: Job) -> dict[str, Any]:
 
 
 def _hash_object(services: Services, job: Job) -> str:
-    """SHA-256 of the stored upload, streamed; logs how long storage took to answer and how
-    fast the stream was hashed once it flowed (the worker's own throughput)."""
+    """SHA-256 of the stored upload, read in parallel ranges and hashed in order; logs how long
+    storage took to answer, how fast the bytes were hashed once they flowed (the worker's own
+    throughput), and how long the ranged GETs took (median and slowest)."""
     requested = time.monotonic()
-    size, chunks = services.storage.stream_object(job.object_key)
+    part_seconds: list[float] = []
+    size, chunks = services.storage.stream_object(job.object_key, part_seconds)
     first_byte: list[float] = []
 
     def timed(stream: Iterator[bytes]) -> Iterator[bytes]:
@@ -225,6 +228,8 @@ def _hash_object(services: Services, job: Job) -> str:
         "job_id": job.id, "bytes": size, "seconds": done - requested,
         "first_byte_seconds": (first_byte[0] if first_byte else done) - requested,
         "mib_per_s": size / (1024 * 1024) / streaming if streaming > 0 else None,
+        "ranges": len(part_seconds), "range_seconds_median": median(part_seconds) if part_seconds else None,
+        "range_seconds_max": max(part_seconds, default=None),
     })
     return file_hash
 

@@ -14,7 +14,7 @@ from chalice import Response
 from chalice.app import Request
 
 from chalicelib import housekeeping
-from chalicelib.api import forms
+from chalicelib.api import forms, multipart
 from chalicelib.api.answers import answered, json_response, require_api_key, verification_failed
 from chalicelib.dispatch import enqueue_job
 from chalicelib.errors import ApiError, JobError
@@ -26,7 +26,7 @@ from chalicelib.timefmt import iso8601
 from chalicelib.verification import sha256_stream
 from chalicelib.vocabulary import (
     AWAITING_UPLOAD, CANCELLED, COMPLETED, FAILED, INTERNAL_ERROR, INVALID_STATE, NOT_FOUND, PROOF,
-    QUEUE_NOT_CONFIGURED, QUEUED, UPLOAD_MISSING,
+    QUEUE_NOT_CONFIGURED, QUEUED, UPLOAD_MISSING, UPLOAD_POST,
 )
 from chalicelib.wiring import Services, verification
 
@@ -97,8 +97,11 @@ def submit_job(services: Services, request: Request, job_type: str) -> Response:
 
 @answered
 def create_upload(services: Services, request: Request) -> Response:
-    """A job waiting for its file, and the presigned POST that lets the client send it to S3."""
+    """A job waiting for its file, and the presigned POST that lets the client send it to S3 (or,
+    for a very large file, the multipart upload of `api/multipart.py`)."""
     upload_request = forms.parse_upload_request(services.settings, request.raw_body)
+    if upload_request.multipart:
+        return multipart.create_multipart_upload(services, upload_request)
     job_id = new_job_id()
     key = services.storage.object_key(job_id)
     upload = services.storage.presign_upload(key, upload_request.content_type, upload_request.size)
@@ -111,7 +114,7 @@ def create_upload(services: Services, request: Request) -> Response:
     )
     body = {
         "jobId": job_id, "status": AWAITING_UPLOAD, "pollUrl": poll_url(job_id),
-        "upload": {"method": "POST", "url": upload.url, "fields": upload.fields,
+        "upload": {"method": UPLOAD_POST, "url": upload.url, "fields": upload.fields,
                    "maxBytes": upload.max_bytes, "expiresAt": iso8601(upload.expires_at)},
     }
     return json_response(body, 201, location=body["pollUrl"])
@@ -206,7 +209,8 @@ def retry_job(services: Services, request: Request, job_id: str) -> Response:
 def cancel_job(services: Services, job_id: str) -> Response:
     """Cancel an unfinished job and delete its file. Public like submission: the random job id
     is the capability. The job is cancelled first, so that no worker starts it or stores its
-    result; a file whose delete fails now is deleted by the sweep (cancelled jobs' files go)."""
+    result; a file whose delete fails now is deleted by the sweep (cancelled jobs' files go), and
+    so is an open multipart upload whose abort fails now."""
     job = services.store.cancel_job(job_id)
     if job is None:
         current = services.store.get_job(job_id)
@@ -221,6 +225,7 @@ def cancel_job(services: Services, job_id: str) -> Response:
                            extra={"job_id": job.id, "error": exc.message})
         else:
             services.store.clear_object_key(job.id)
+    housekeeping.abort_multipart_upload(services, job)
     logger.info("job cancelled", extra={"job_id": job.id})
     return json_response(job_to_api(job))
 

@@ -19,7 +19,7 @@ from chalicelib.verification.netguard import check_url
 from chalicelib.vocabulary import (
     ACTIVITY_MINUTES_DEFAULT, ACTIVITY_MINUTES_MAX, ADDRESS_RE, ALLOWED_CONTENT_TYPES, CONTROL_CHARACTER_RE,
     HASH_RE, HTTP_URL_RE, INVALID_JSON, INVALID_MULTIPART, IPFS_URI_RE, JOB_STATUSES, JOB_TYPES,
-    LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, LIST_OFFSET_MAX, MAX_FILE_NAME_LENGTH,
+    LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, LIST_OFFSET_MAX, MAX_ETAG_LENGTH, MAX_FILE_NAME_LENGTH, MAX_UPLOAD_PARTS,
     MAX_URI_LENGTH, PAYLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE, VALIDATION_ERROR, VERIFY,
 )
 
@@ -56,6 +56,7 @@ class UploadRequest:
     file_name: str
     content_type: str | None
     size: int | None
+    multipart: bool  # S3 multipart (a presigned PUT per part) rather than one presigned POST
 
 
 @dataclass(frozen=True)
@@ -227,12 +228,43 @@ def parse_upload_request(settings: Settings, body: bytes | None) -> UploadReques
         content_type = _media_type(content_type)
         _check_content_type(content_type, "contentType")
     size = data.get("size")
-    if size is not None:
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-            raise _bad("size", "size must be a positive integer (bytes)")
-        if size > settings.max_upload_bytes:
-            raise ApiError(PAYLOAD_TOO_LARGE, f"files over {settings.max_upload_bytes} bytes are not accepted", "size")
-    return UploadRequest(job_type, target, file_name, content_type, size)
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+        raise _bad("size", "size must be a positive integer (bytes)")
+    asked = data.get("multipart")  # unset: multipart for a file over the threshold
+    if asked is not None and not isinstance(asked, bool):
+        raise _bad("multipart", "multipart must be true or false")
+    multipart_upload = asked if asked is not None else (size is not None and size > settings.multipart_threshold_bytes)
+    if multipart_upload and size is None:
+        raise _bad("size", "a multipart upload needs the file's size (bytes), to sign a URL per part")
+    limit = settings.max_multipart_upload_bytes if multipart_upload else settings.max_upload_bytes
+    if size is not None and size > limit:
+        raise ApiError(PAYLOAD_TOO_LARGE, f"files over {limit} bytes are not accepted", "size")
+    return UploadRequest(job_type, target, file_name, content_type, size, multipart_upload)
+
+
+def parse_completed_parts(body: bytes | None) -> list[tuple[int, str]]:
+    """`{"parts": [{"partNumber", "etag"}, ...]}` of a multipart completion: (number, ETag) pairs in
+    part-number order, each number once."""
+    parts = _json_object(body or b"").get("parts")
+    if not isinstance(parts, list) or not parts:
+        raise _bad("parts", "parts must be a non-empty list of {partNumber, etag}")
+    if len(parts) > MAX_UPLOAD_PARTS:
+        raise _bad("parts", f"an upload has at most {MAX_UPLOAD_PARTS} parts")
+    found: dict[int, str] = {}
+    for index, part in enumerate(parts):
+        number = part.get("partNumber") if isinstance(part, dict) else None
+        etag = part.get("etag") if isinstance(part, dict) else None
+        if isinstance(number, float) and number.is_integer():  # JSON's 3.0 is the integer 3
+            number = int(number)
+        if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= MAX_UPLOAD_PARTS:
+            raise _bad("parts", f"parts[{index}].partNumber must be a whole number from 1 to {MAX_UPLOAD_PARTS}")
+        if not isinstance(etag, str) or not etag.strip() or len(etag) > MAX_ETAG_LENGTH \
+                or CONTROL_CHARACTER_RE.search(etag):
+            raise _bad("parts", f"parts[{index}].etag (part {number}) must be the ETag S3 answered for the part")
+        if number in found:
+            raise _bad("parts", f"parts: part {number} is listed twice")
+        found[number] = etag.strip()
+    return sorted(found.items())
 
 
 def _int_param(params: Mapping[str, str], name: str, default: int, low: int, high: int | None) -> int:

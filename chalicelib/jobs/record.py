@@ -31,6 +31,8 @@ class Job:
     content_type: str | None
     file_size: int | None
     upload_expires_at: datetime | None
+    multipart_upload_id: str | None  # S3's UploadId while a multipart upload is open
+    upload_part_size: int | None  # the part size its part URLs were signed for
     last_enqueued_at: datetime | None
     created_at: datetime
     started_at: datetime | None

@@ -69,6 +69,25 @@ class RetentionStatements(Statements):
             {"id": jid},
         ) > 0
 
+    def jobs_with_open_multipart_uploads(self, limit: int = 100) -> list[Job]:
+        """Finished jobs (an upload that expired, a cancel) whose multipart upload is still open:
+        abort it, then call forget_multipart_upload, so that no parts are left behind."""
+        return self._many(
+            f"""SELECT {COLUMNS} FROM verification_jobs
+                 WHERE multipart_upload_id IS NOT NULL AND status IN {sql_list(*FINISHED_STATUSES)}
+                 ORDER BY completed_at LIMIT %(limit)s""",
+            {"limit": limit},
+        )
+
+    def forget_multipart_upload(self, job_id: str) -> bool:
+        """The job's multipart upload was completed or aborted: S3 holds no parts for it any more."""
+        jid = parse_job_id(job_id)
+        return jid is not None and self._changed(
+            """UPDATE verification_jobs SET multipart_upload_id = NULL
+                WHERE id = %(id)s AND multipart_upload_id IS NOT NULL""",
+            {"id": jid},
+        ) > 0
+
     def delete_old_jobs(self, completed_days: float, failed_days: float, limit: int = 10_000) -> int:
         """Delete completed and cancelled jobs older than `completed_days` and failed ones older than
         `failed_days`, counted from completion. Jobs that still have an object_key are kept until
@@ -77,6 +96,6 @@ class RetentionStatements(Statements):
         return self._changed(
             f"""DELETE FROM verification_jobs
                  WHERE id IN (SELECT id FROM verification_jobs
-                               WHERE object_key IS NULL AND {_PAST} LIMIT %(limit)s)""",
+                               WHERE object_key IS NULL AND multipart_upload_id IS NULL AND {_PAST} LIMIT %(limit)s)""",
             {"c": float(completed_days) * 86400, "f": float(failed_days) * 86400, "limit": limit},
         )

@@ -75,7 +75,8 @@ class JobStore(RetentionStatements, ResultCacheStatements, RateLimitStatements, 
         self, *, job_type: str, status: str, manifest_uri: str, registry_address: str,
         rpc_url: str | None = None, content_hash: str | None = None, object_key: str | None = None,
         file_name: str | None = None, content_type: str | None = None, file_size: int | None = None,
-        upload_expires_at: datetime | None = None, job_id: str | None = None,
+        upload_expires_at: datetime | None = None, multipart_upload_id: str | None = None,
+        upload_part_size: int | None = None, job_id: str | None = None,
     ) -> Job:
         """Insert a job (normally `queued` or `awaiting_upload`) and return it."""
         if job_type not in JOB_TYPES:
@@ -88,7 +89,8 @@ class JobStore(RetentionStatements, ResultCacheStatements, RateLimitStatements, 
         values = dict(id=canonical, type=job_type, status=status, manifest_uri=manifest_uri,
                       registry_address=registry_address, rpc_url=rpc_url, content_hash=content_hash,
                       object_key=object_key, file_name=file_name, content_type=content_type,
-                      file_size=file_size, upload_expires_at=upload_expires_at)
+                      file_size=file_size, upload_expires_at=upload_expires_at,
+                      multipart_upload_id=multipart_upload_id, upload_part_size=upload_part_size)
         job = self._one(
             f"""INSERT INTO verification_jobs ({", ".join(values)})
                 VALUES ({", ".join(f"%({name})s" for name in values)})

@@ -172,6 +172,34 @@ class ApiClient:
                 on_restart()
             time.sleep(min(2.0 ** attempt, 10.0))
 
+    def upload_status(self, poll_url: str) -> dict[str, Any]:
+        """The parts a multipart upload holds, and fresh URLs for the missing ones (to resume)."""
+        response = self._send("GET", self.url(f"{poll_url}/upload"), "reading the upload")
+        return _json(response, "reading the upload")
+
+    def put_part(self, url: str, data: bytes, attempts: int = 3) -> str:
+        """PUT one part to its presigned URL; the ETag storage answers. A broken connection or a
+        5xx is retried (a part may be sent again freely); a 4xx is final."""
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self.session.put(url, data=data, timeout=(self.timeout, max(self.timeout, 300.0)))
+            except requests.RequestException as exc:
+                if attempt == attempts:
+                    raise ClientError(f"uploading a part to storage: {exc}") from exc
+            else:
+                if response.status_code < 400 and response.headers.get("ETag"):
+                    return response.headers["ETag"]
+                if response.status_code < 500 or attempt == attempts:
+                    raise error_from_response(response, "uploading a part to storage")
+            time.sleep(min(2.0 ** attempt, 10.0))
+        raise AssertionError("unreachable")
+
+    def complete_upload(self, complete_url: str, etags: Mapping[int, str]) -> dict[str, Any]:
+        """POST the part list; the job, now queued."""
+        parts = [{"partNumber": number, "etag": etag} for number, etag in sorted(etags.items())]
+        response = self._send("POST", self.url(complete_url), "completing the upload", json={"parts": parts})
+        return _json(response, "completing the upload")
+
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         """Cancel an unfinished job; the job as the API answers it (now `cancelled`)."""
         response = self._send("POST", self.url(f"{JOBS}/{job_id}/cancel"), "cancelling the job")

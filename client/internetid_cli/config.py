@@ -73,6 +73,16 @@ def inline_max(env: dict[str, str] | None = None) -> int:
     return value
 
 
+def state_file(env: dict[str, str] | None = None) -> Path:
+    """Where interrupted multipart uploads are remembered: INTERNETID_STATE_FILE, else
+    `$XDG_STATE_HOME/internetid/uploads.json` (`~/.local/state/...` by default)."""
+    env = os.environ if env is None else env
+    if env.get("INTERNETID_STATE_FILE"):
+        return Path(env["INTERNETID_STATE_FILE"])
+    base = Path(env["XDG_STATE_HOME"]) if env.get("XDG_STATE_HOME") else Path.home() / ".local" / "state"
+    return base / "internetid" / "uploads.json"
+
+
 def uses_inline(size: int, limit: int) -> bool:
     """Inline through the API up to the cap; above it, the presigned upload to storage."""
     return size <= limit

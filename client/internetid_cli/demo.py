@@ -17,7 +17,8 @@ from typing import Any
 
 from internetid_cli import flow
 from internetid_cli.api import ApiClient, Target
-from internetid_cli.config import ENDPOINTS_FILE, ConfigError, inline_max, load_endpoints, resolve_api_url
+from internetid_cli.config import ENDPOINTS_FILE, ConfigError, inline_max, load_endpoints, resolve_api_url, state_file
+from internetid_cli.multipart import ResumeState
 
 NEEDED = ("rpc_url", "chain_id", "registry_address", "ipfs_api_url", "funded_private_key")
 WRITE_CHUNK = 1024 * 1024
@@ -80,5 +81,6 @@ def run(args: argparse.Namespace, log: Callable[[str], None],
 
         log(f"5/5 Verifying through the API at {client.base_url}")
         outcome = flow.run(client, "verify", file, Target(registry, manifest_uri), wait=args.wait,
-                           quiet=args.quiet, inline_limit=inline_max(), timeout=args.timeout, log=log)
+                           quiet=args.quiet, inline_limit=inline_max(), timeout=args.timeout, log=log,
+                           state=ResumeState(state_file()))
     return finish(outcome, args, None)

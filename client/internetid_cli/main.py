@@ -11,7 +11,8 @@ from pathlib import Path
 
 from internetid_cli import flow, report
 from internetid_cli.api import ApiClient, ClientError, Target
-from internetid_cli.config import ConfigError, inline_max, resolve_api_url
+from internetid_cli.config import ConfigError, inline_max, resolve_api_url, state_file
+from internetid_cli.multipart import ResumeState
 
 
 def _connection(parser: argparse.ArgumentParser) -> None:
@@ -102,7 +103,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     target = Target(args.registry, args.manifest, args.rpc_url)
     kind = "proof" if args.proof else "verify"
     outcome = flow.run(client, kind, args.file, target, wait=args.wait, quiet=args.quiet,
-                       inline_limit=inline_max(), timeout=args.timeout, log=_stderr_log(args.quiet))
+                       inline_limit=inline_max(), timeout=args.timeout, log=_stderr_log(args.quiet),
+                       state=ResumeState(state_file()))
     return finish(outcome, args, args.output)
 
 

@@ -98,7 +98,7 @@ def test_bucket_is_encrypted_private_and_expires_uploads(aws):
     assert rule["Expiration"]["Days"] == 2
     assert rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 1
     (cors,) = s3.get_bucket_cors(Bucket=bucket)["CORSRules"]
-    assert cors["AllowedMethods"] == ["POST"]
+    assert cors["AllowedMethods"] == ["POST", "PUT"] and "ETag" in cors["ExposeHeaders"]  # S3 API spelling
 
 
 def test_queues_have_redrive_and_retention(aws):

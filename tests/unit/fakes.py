@@ -195,10 +195,18 @@ class FakeStore:
         job = self._when(job_id, FINISHED_STATUSES)
         return job is not None and job.object_key is not None and bool(self.put(job, object_key=None))
 
+    def jobs_with_open_multipart_uploads(self, limit: int = 100) -> list[Job]:
+        return [j for j in self.jobs.values() if j.multipart_upload_id and j.status in FINISHED_STATUSES][:limit]
+
+    def forget_multipart_upload(self, job_id: str) -> bool:
+        job = self.get_job(job_id)
+        return job is not None and job.multipart_upload_id is not None and bool(self.put(job, multipart_upload_id=None))
+
     def delete_old_jobs(self, completed_days: float, failed_days: float, limit: int = 10_000) -> int:
         def old(job: Job) -> bool:
             days = {COMPLETED: completed_days, CANCELLED: completed_days, FAILED: failed_days}.get(job.status)
-            return days is not None and job.object_key is None and job.completed_at < now() - timedelta(days=days)
+            return days is not None and job.object_key is None and job.multipart_upload_id is None \
+                and job.completed_at < now() - timedelta(days=days)
         gone = [j.id for j in self.jobs.values() if old(j)][:limit]
         for job_id in gone:
             del self.jobs[job_id]

@@ -61,7 +61,11 @@ def test_every_storage_call_translates_a_missing_bucket(aws, services):
     aws.s3.delete_bucket(Bucket=aws.bucket)
     storage = services.storage
     calls = [lambda: storage.put_object("inline/j", b"x", "text/plain"), lambda: storage.stream_object("inline/j"),
-             lambda: storage.object_exists("inline/j"), lambda: storage.delete_object("inline/j"), storage.check]
+             lambda: storage.object_exists("inline/j"), lambda: storage.delete_object("inline/j"), storage.check,
+             lambda: storage.start_multipart_upload("uploads/j", None),
+             lambda: storage.received_parts("uploads/j", "u"),
+             lambda: storage.complete_multipart_upload("uploads/j", "u", [(1, "e")]),
+             lambda: storage.abort_multipart_upload("uploads/j", "u")]
     for call in calls:
         with pytest.raises(TransientError) as info:
             call()

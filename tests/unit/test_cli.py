@@ -114,6 +114,7 @@ class FakeClient:
     """Records which path the flow takes; answers like the API would."""
 
     def __init__(self) -> None:
+        self.base_url = "http://api"
         self.calls: list[str] = []
         self.job = {"status": "completed", "progress": 100, "result": {"status": "OK"}}
 

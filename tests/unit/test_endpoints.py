@@ -200,7 +200,9 @@ def test_upload_creation_presigns_a_post_for_a_new_job(http, store):
 
 @pytest.mark.parametrize("change,status,field", [
     ({"type": "audit"}, 400, "type"), ({"filename": ""}, 400, "filename"), ({"filename": "x" * 256}, 400, "filename"),
-    ({"size": 0}, 400, "size"), ({"size": True}, 400, "size"), ({"size": 2 * 1024 ** 3}, 413, "size"),
+    ({"size": 0}, 400, "size"), ({"size": True}, 400, "size"), ({"size": 21 * 1024 ** 3}, 413, "size"),
+    ({"size": 2 * 1024 ** 3, "multipart": False}, 413, "size"), ({"multipart": True}, 400, "size"),
+    ({"multipart": "yes", "size": 10}, 400, "multipart"),
     ({"contentType": "application/zip"}, 415, "contentType"),
 ])
 def test_upload_request_rules(http, change, status, field):

@@ -94,7 +94,7 @@ def test_upload_bucket_is_private_encrypted_and_expires_uploads(template):
     assert int(_default(template, lifecycle["ExpirationInDays"])) >= 1
     assert lifecycle["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1
     (cors,) = bucket["CorsConfiguration"]["CorsRules"]
-    assert "POST" in cors["AllowedMethods"]
+    assert {"POST", "PUT"} <= set(cors["AllowedMethods"]) and "ETag" in cors["ExposedHeaders"]
 
 
 def test_alarms_watch_the_right_metrics(template):
