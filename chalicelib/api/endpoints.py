@@ -14,7 +14,7 @@ from chalice import Response
 from chalice.app import Request
 
 from chalicelib import housekeeping
-from chalicelib.api import forms, multipart
+from chalicelib.api import forms, multipart, queries
 from chalicelib.api.answers import answered, json_response, require_api_key, verification_failed
 from chalicelib.dispatch import enqueue_job
 from chalicelib.errors import ApiError, JobError
@@ -131,7 +131,7 @@ def get_job(services: Services, job_id: str) -> Response:
 @answered
 def list_jobs(services: Services, request: Request) -> Response:
     require_api_key(services.settings, request.headers)
-    query = forms.parse_list_query(request.query_params)
+    query = queries.parse_list_query(request.query_params)
     found = services.store.list_jobs(status=query.status, job_type=query.job_type,
                                      limit=query.limit, offset=query.offset)
     return json_response({"jobs": [job_to_api(j) for j in found], "count": len(found),
@@ -168,7 +168,7 @@ def _depth_fields(depth: QueueDepth, delayed: int) -> dict[str, int]:
 def activity(services: Services, request: Request) -> Response:
     """Jobs finished per minute and recent failures by error code (the console's chart and list)."""
     require_api_key(services.settings, request.headers)
-    minutes = forms.parse_activity_minutes(request.query_params)
+    minutes = queries.parse_activity_minutes(request.query_params)
     store = services.store
     return json_response({
         "minutes": [{"minute": iso8601(row.minute), "completed": row.completed, "failed": row.failed}

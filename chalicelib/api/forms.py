@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -17,9 +16,8 @@ from chalicelib.config import Settings
 from chalicelib.errors import ApiError, JobError
 from chalicelib.verification.netguard import check_url
 from chalicelib.vocabulary import (
-    ACTIVITY_MINUTES_DEFAULT, ACTIVITY_MINUTES_MAX, ADDRESS_RE, ALLOWED_CONTENT_TYPES, CONTROL_CHARACTER_RE,
-    HASH_RE, HTTP_URL_RE, INVALID_JSON, INVALID_MULTIPART, IPFS_URI_RE, JOB_STATUSES, JOB_TYPES,
-    LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, LIST_OFFSET_MAX, MAX_ETAG_LENGTH, MAX_FILE_NAME_LENGTH, MAX_UPLOAD_PARTS,
+    ADDRESS_RE, ALLOWED_CONTENT_TYPES, CONTROL_CHARACTER_RE, HASH_RE, HTTP_URL_RE, INVALID_JSON,
+    INVALID_MULTIPART, IPFS_URI_RE, JOB_TYPES, MAX_ETAG_LENGTH, MAX_FILE_NAME_LENGTH, MAX_UPLOAD_PARTS,
     MAX_URI_LENGTH, PAYLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE, VALIDATION_ERROR, VERIFY,
 )
 
@@ -59,15 +57,7 @@ class UploadRequest:
     multipart: bool  # S3 multipart (a presigned PUT per part) rather than one presigned POST
 
 
-@dataclass(frozen=True)
-class ListQuery:
-    status: str | None
-    job_type: str | None
-    limit: int
-    offset: int
-
-
-def _bad(field: str, message: str) -> ApiError:
+def bad_field(field: str, message: str) -> ApiError:
     return ApiError(VALIDATION_ERROR, message, field)
 
 
@@ -75,23 +65,23 @@ def _text(fields: Mapping[str, Any], name: str, required: bool) -> str | None:
     value = fields.get(name)
     if value is None or (isinstance(value, str) and value.strip() == ""):
         if required:
-            raise _bad(name, f"{name} is required")
+            raise bad_field(name, f"{name} is required")
         return None
     if not isinstance(value, str):
-        raise _bad(name, f"{name} must be a string")
+        raise bad_field(name, f"{name} must be a string")
     return _printable(name, value).strip()  # a tab or newline is refused, not stripped
 
 
 def _printable(name: str, value: str) -> str:
     if CONTROL_CHARACTER_RE.search(value):
-        raise _bad(name, f"{name} must not contain control characters")
+        raise bad_field(name, f"{name} must not contain control characters")
     return value
 
 
 def _file_name(name: str, value: str | None) -> str | None:
     """A client's file name, kept as data only: printable and at most MAX_FILE_NAME_LENGTH."""
     if value is not None and len(value) > MAX_FILE_NAME_LENGTH:
-        raise _bad(name, f"{name} is longer than {MAX_FILE_NAME_LENGTH} characters")
+        raise bad_field(name, f"{name} is longer than {MAX_FILE_NAME_LENGTH} characters")
     return value if value is None else _printable(name, value)
 
 
@@ -106,24 +96,24 @@ def _checked_url(settings: Settings, field: str, url: str) -> None:
 def parse_target(settings: Settings, fields: Mapping[str, Any]) -> Target:
     registry = _text(fields, "registryAddress", True)
     if not ADDRESS_RE.match(registry):
-        raise _bad("registryAddress", "registryAddress must be 0x followed by 40 hex characters")
+        raise bad_field("registryAddress", "registryAddress must be 0x followed by 40 hex characters")
     manifest_uri = _text(fields, "manifestURI", True)
     if len(manifest_uri) > MAX_URI_LENGTH:
-        raise _bad("manifestURI", f"manifestURI is longer than {MAX_URI_LENGTH} characters")
+        raise bad_field("manifestURI", f"manifestURI is longer than {MAX_URI_LENGTH} characters")
     if manifest_uri.startswith("ipfs://"):
         if not IPFS_URI_RE.match(manifest_uri):
-            raise _bad("manifestURI", "manifestURI must be ipfs://<CID>[/path] with a valid CID")
+            raise bad_field("manifestURI", "manifestURI must be ipfs://<CID>[/path] with a valid CID")
     elif HTTP_URL_RE.match(manifest_uri):
         _checked_url(settings, "manifestURI", manifest_uri)
     else:
-        raise _bad("manifestURI", "manifestURI must be ipfs://<CID>[/path] or an http(s):// URL")
+        raise bad_field("manifestURI", "manifestURI must be ipfs://<CID>[/path] or an http(s):// URL")
     rpc_url = _text(fields, "rpcUrl", False)
     if rpc_url is not None:
         if len(rpc_url) > MAX_URI_LENGTH or not HTTP_URL_RE.match(rpc_url):
-            raise _bad("rpcUrl", "rpcUrl must be an http(s):// URL")
+            raise bad_field("rpcUrl", "rpcUrl must be an http(s):// URL")
         _checked_url(settings, "rpcUrl", rpc_url)
     elif not settings.rpc_url:
-        raise _bad("rpcUrl", "rpcUrl is required: this deployment has no default RPC_URL")
+        raise bad_field("rpcUrl", "rpcUrl is required: this deployment has no default RPC_URL")
     return Target(registry_address=registry, manifest_uri=manifest_uri, rpc_url=rpc_url)
 
 
@@ -161,10 +151,10 @@ def parse_submission(
         fields, upload = _parse_multipart(headers["content-type"], body)
         target = parse_target(settings, fields)
         if upload is None:
-            raise _bad("file", "file is required (a multipart part named 'file')")
+            raise bad_field("file", "file is required (a multipart part named 'file')")
         _file_name("file", upload.file_name)
         if not upload.data:
-            raise _bad("file", "file is empty")
+            raise bad_field("file", "file is empty")
         if len(upload.data) > settings.max_inline_upload_bytes:
             raise _too_large(settings)
         _check_content_type(upload.content_type)
@@ -174,7 +164,7 @@ def parse_submission(
         target = parse_target(settings, data)
         content_hash = _text(data, "contentHash", True)
         if not HASH_RE.match(content_hash):
-            raise _bad("contentHash", "contentHash must be 0x followed by 64 hex characters")
+            raise bad_field("contentHash", "contentHash must be 0x followed by 64 hex characters")
         return Submission(target=target, content_hash=content_hash.lower())
     accepted = "multipart/form-data or application/json" if allow_hash else "multipart/form-data"
     raise ApiError(UNSUPPORTED_MEDIA_TYPE, f"send the request as {accepted}")
@@ -220,7 +210,7 @@ def parse_upload_request(settings: Settings, body: bytes | None) -> UploadReques
     data = _json_object(body or b"")
     job_type = _text(data, "type", False) or VERIFY
     if job_type not in JOB_TYPES:
-        raise _bad("type", f"type must be {' or '.join(map(repr, JOB_TYPES))}")
+        raise bad_field("type", f"type must be {' or '.join(map(repr, JOB_TYPES))}")
     target = parse_target(settings, data)
     file_name = _file_name("filename", _text(data, "filename", True))
     content_type = _text(data, "contentType", False)
@@ -229,13 +219,13 @@ def parse_upload_request(settings: Settings, body: bytes | None) -> UploadReques
         _check_content_type(content_type, "contentType")
     size = data.get("size")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
-        raise _bad("size", "size must be a positive integer (bytes)")
+        raise bad_field("size", "size must be a positive integer (bytes)")
     asked = data.get("multipart")  # unset: multipart for a file over the threshold
     if asked is not None and not isinstance(asked, bool):
-        raise _bad("multipart", "multipart must be true or false")
+        raise bad_field("multipart", "multipart must be true or false")
     multipart_upload = asked if asked is not None else (size is not None and size > settings.multipart_threshold_bytes)
     if multipart_upload and size is None:
-        raise _bad("size", "a multipart upload needs the file's size (bytes), to sign a URL per part")
+        raise bad_field("size", "a multipart upload needs the file's size (bytes), to sign a URL per part")
     limit = settings.max_multipart_upload_bytes if multipart_upload else settings.max_upload_bytes
     if size is not None and size > limit:
         raise ApiError(PAYLOAD_TOO_LARGE, f"files over {limit} bytes are not accepted", "size")
@@ -247,9 +237,9 @@ def parse_completed_parts(body: bytes | None) -> list[tuple[int, str]]:
     part-number order, each number once."""
     parts = _json_object(body or b"").get("parts")
     if not isinstance(parts, list) or not parts:
-        raise _bad("parts", "parts must be a non-empty list of {partNumber, etag}")
+        raise bad_field("parts", "parts must be a non-empty list of {partNumber, etag}")
     if len(parts) > MAX_UPLOAD_PARTS:
-        raise _bad("parts", f"an upload has at most {MAX_UPLOAD_PARTS} parts")
+        raise bad_field("parts", f"an upload has at most {MAX_UPLOAD_PARTS} parts")
     found: dict[int, str] = {}
     for index, part in enumerate(parts):
         number = part.get("partNumber") if isinstance(part, dict) else None
@@ -257,45 +247,11 @@ def parse_completed_parts(body: bytes | None) -> list[tuple[int, str]]:
         if isinstance(number, float) and number.is_integer():  # JSON's 3.0 is the integer 3
             number = int(number)
         if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= MAX_UPLOAD_PARTS:
-            raise _bad("parts", f"parts[{index}].partNumber must be a whole number from 1 to {MAX_UPLOAD_PARTS}")
+            raise bad_field("parts", f"parts[{index}].partNumber must be a whole number from 1 to {MAX_UPLOAD_PARTS}")
         if not isinstance(etag, str) or not etag.strip() or len(etag) > MAX_ETAG_LENGTH \
                 or CONTROL_CHARACTER_RE.search(etag):
-            raise _bad("parts", f"parts[{index}].etag (part {number}) must be the ETag S3 answered for the part")
+            raise bad_field("parts", f"parts[{index}].etag (part {number}) must be the ETag S3 answered for the part")
         if number in found:
-            raise _bad("parts", f"parts: part {number} is listed twice")
+            raise bad_field("parts", f"parts: part {number} is listed twice")
         found[number] = etag.strip()
     return sorted(found.items())
-
-
-def _int_param(params: Mapping[str, str], name: str, default: int, low: int, high: int | None) -> int:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return default
-    if not re.fullmatch(r"\d+", raw):
-        raise _bad(name, f"{name} must be a whole number")
-    value = int(raw)
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise _bad(name, f"{name} must be {bound}")
-    return value
-
-
-def parse_list_query(params: Mapping[str, str] | None) -> ListQuery:
-    params = params or {}
-    status = params.get("status") or None
-    if status is not None and status not in JOB_STATUSES:
-        raise _bad("status", f"status must be one of {', '.join(JOB_STATUSES)}")
-    job_type = params.get("type") or None
-    if job_type is not None and job_type not in JOB_TYPES:
-        raise _bad("type", f"type must be {' or '.join(map(repr, JOB_TYPES))}")
-    return ListQuery(
-        status=status,
-        job_type=job_type,
-        limit=_int_param(params, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX),
-        offset=_int_param(params, "offset", 0, 0, LIST_OFFSET_MAX),
-    )
-
-
-def parse_activity_minutes(params: Mapping[str, str] | None) -> int:
-    """The activity report's window in minutes (`minutes`, 1 to a day, default the last hour)."""
-    return _int_param(params or {}, "minutes", ACTIVITY_MINUTES_DEFAULT, 1, ACTIVITY_MINUTES_MAX)
