@@ -53,7 +53,7 @@ contracts-check:
 
 ## The API fuzzed against its OpenAPI document for longer than in `make test` (FUZZ_MAX_EXAMPLES per operation).
 fuzz: venv
-	FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-200} FUZZ_STATEFUL_STEPS=$${FUZZ_STATEFUL_STEPS:-12} E2E_BACKENDS=$${E2E_BACKENDS:-moto} \
+	FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-200} E2E_BACKENDS=$${E2E_BACKENDS:-moto} \
 		$(PY) -m pytest tests/integration/test_fuzz.py -q
 
 ## JOBS jobs (default 1000) through a stack of its own while faults keep happening; exits 0 only

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from chalicelib.vocabulary import (
-    ACTIVITY_MINUTES_DEFAULT, ACTIVITY_MINUTES_MAX, ADDRESS_PATTERN, CONTENT_TYPES_LISTED, ERROR_CODES,
+    ACTIVITY_MINUTES_DEFAULT, ACTIVITY_MINUTES_MAX, ADDRESS_PATTERN, CONTENT_TYPE_PATTERN, CONTENT_TYPES_LISTED, ERROR_CODES,
     ErrorCode, HASH_PATTERN, JOB_FAILURE_CODES, JOB_STATUSES, JOB_TYPES, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX,
     LIST_OFFSET_MAX, MAX_ETAG_LENGTH, MAX_FILE_NAME_LENGTH, MAX_UPLOAD_PARTS, MAX_URI_LENGTH, MIN_UPLOAD_PART_BYTES,
     PRINTABLE_PATTERN, RAISED_IN_JOBS, UPLOAD_MULTIPART, UPLOAD_POST, VERDICTS,
@@ -78,8 +78,8 @@ def _derived() -> list[tuple[tuple[str, ...], Callable[[Any], Any]]]:
         ((*schemas, "UploadRequest", "properties", "filename", "maxLength"), lambda _: MAX_FILE_NAME_LENGTH),
         *(((*schemas, *field, "pattern"), lambda _: PRINTABLE_PATTERN) for field in (
             ("ManifestURI",), ("RpcUrl",), ("UploadRequest", "properties", "filename"),
-            ("UploadRequest", "properties", "contentType"),
             ("CompletedParts", "properties", "parts", "items", "properties", "etag"))),
+        ((*schemas, "UploadRequest", "properties", "contentType", "pattern"), lambda _: CONTENT_TYPE_PATTERN),
         ((*schemas, "UploadRequest", "properties", "contentType", "description"), lambda _: (
             f"The file's media type (parameters are ignored); one of: {types}. When given, the presigned POST "
             "pins it: send the same `Content-Type` field.")),

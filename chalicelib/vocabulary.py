@@ -77,6 +77,20 @@ CONTENT_TYPES_LISTED = (
     "application/pdf", "text/plain", "application/json", "application/octet-stream",
 )
 ALLOWED_CONTENT_TYPES = frozenset(CONTENT_TYPES_LISTED)
+# What str.strip() takes off an accepted media type besides the control characters (refused).
+_SPACES = r" \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
+def _any_case(media_type: str) -> str:
+    """A pattern for `media_type` in any letter case, as media types compare."""
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else ("\\" + c if c in "+." else c)
+                   for c in media_type)
+
+
+# The upload request's `contentType`, as the API reads it: blank (none given), or an allowed media
+# type in any case, with spaces around it and parameters after a `;`, which are ignored.
+CONTENT_TYPE_PATTERN = (f"^[{_SPACES}]*$|^[{_SPACES}]*(?:{'|'.join(map(_any_case, CONTENT_TYPES_LISTED))})"
+                        f"[{_SPACES}]*(?:;[^{_CONTROL_CHARACTERS}]*)?$")
 
 # --- error codes -----------------------------------------------------------------------------
 

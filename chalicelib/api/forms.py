@@ -218,8 +218,10 @@ def parse_upload_request(settings: Settings, body: bytes | None) -> UploadReques
         content_type = _media_type(content_type)
         _check_content_type(content_type, "contentType")
     size = data.get("size")
-    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
-        raise bad_field("size", "size must be a positive integer (bytes)")
+    if size is not None:
+        size = _json_integer(size)
+        if size is None or size < 1:
+            raise bad_field("size", "size must be a positive integer (bytes)")
     asked = data.get("multipart")  # unset: multipart for a file over the threshold
     if asked is not None and not isinstance(asked, bool):
         raise bad_field("multipart", "multipart must be true or false")
@@ -230,6 +232,14 @@ def parse_upload_request(settings: Settings, body: bytes | None) -> UploadReques
     if size is not None and size > limit:
         raise ApiError(PAYLOAD_TOO_LARGE, f"files over {limit} bytes are not accepted", "size")
     return UploadRequest(job_type, target, file_name, content_type, size, multipart_upload)
+
+
+def _json_integer(value: Any) -> int | None:
+    """A JSON number that is an integer, as JSON Schema counts them (3.0 is the integer 3); None
+    for anything else, booleans included."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def parse_completed_parts(body: bytes | None) -> list[tuple[int, str]]:
@@ -244,9 +254,8 @@ def parse_completed_parts(body: bytes | None) -> list[tuple[int, str]]:
     for index, part in enumerate(parts):
         number = part.get("partNumber") if isinstance(part, dict) else None
         etag = part.get("etag") if isinstance(part, dict) else None
-        if isinstance(number, float) and number.is_integer():  # JSON's 3.0 is the integer 3
-            number = int(number)
-        if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= MAX_UPLOAD_PARTS:
+        number = _json_integer(number)
+        if number is None or not 1 <= number <= MAX_UPLOAD_PARTS:
             raise bad_field("parts", f"parts[{index}].partNumber must be a whole number from 1 to {MAX_UPLOAD_PARTS}")
         if not isinstance(etag, str) or not etag.strip() or len(etag) > MAX_ETAG_LENGTH \
                 or CONTROL_CHARACTER_RE.search(etag):

@@ -1,10 +1,13 @@
 """Query strings of the read endpoints (the job listing, the activity report): each parameter
-checked against the vocabulary's limits, 400 `VALIDATION_ERROR` naming it otherwise."""
+checked against the vocabulary's limits, 400 `VALIDATION_ERROR` naming it otherwise. A parameter
+given more than once is refused rather than read as its last copy, and so is an empty number,
+so that a client never gets a page other than the one it asked for; an empty filter (`status=`,
+`type=`) is documented as no filter."""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 from chalicelib.api.forms import bad_field
 from chalicelib.vocabulary import (
@@ -21,9 +24,23 @@ class ListQuery:
     offset: int
 
 
-def _int_param(params: Mapping[str, str], name: str, default: int, low: int, high: int | None) -> int:
-    raw = params.get(name)
-    if raw is None or raw == "":
+def _param(params: Mapping[str, Any], name: str, empty_is_absent: bool = False) -> str | None:
+    """The one value of `name`, or None when it is absent."""
+    if name not in params:
+        return None
+    values = params.getlist(name) if hasattr(params, "getlist") else [params[name]]
+    if len(values) > 1:
+        raise bad_field(name, f"{name} is given {len(values)} times; give it once")
+    if values[0] == "" and empty_is_absent:
+        return None
+    if values[0] == "":
+        raise bad_field(name, f"{name} is empty; give a value or leave it out")
+    return values[0]
+
+
+def _int_param(params: Mapping[str, Any], name: str, default: int, low: int, high: int | None) -> int:
+    raw = _param(params, name)
+    if raw is None:
         return default
     if not re.fullmatch(r"\d+", raw):
         raise bad_field(name, f"{name} must be a whole number")
@@ -34,12 +51,12 @@ def _int_param(params: Mapping[str, str], name: str, default: int, low: int, hig
     return value
 
 
-def parse_list_query(params: Mapping[str, str] | None) -> ListQuery:
+def parse_list_query(params: Mapping[str, Any] | None) -> ListQuery:
     params = params or {}
-    status = params.get("status") or None
+    status = _param(params, "status", empty_is_absent=True)
     if status is not None and status not in JOB_STATUSES:
         raise bad_field("status", f"status must be one of {', '.join(JOB_STATUSES)}")
-    job_type = params.get("type") or None
+    job_type = _param(params, "type", empty_is_absent=True)
     if job_type is not None and job_type not in JOB_TYPES:
         raise bad_field("type", f"type must be {' or '.join(map(repr, JOB_TYPES))}")
     return ListQuery(
@@ -50,6 +67,6 @@ def parse_list_query(params: Mapping[str, str] | None) -> ListQuery:
     )
 
 
-def parse_activity_minutes(params: Mapping[str, str] | None) -> int:
+def parse_activity_minutes(params: Mapping[str, Any] | None) -> int:
     """The activity report's window in minutes (`minutes`, 1 to a day, default the last hour)."""
     return _int_param(params or {}, "minutes", ACTIVITY_MINUTES_DEFAULT, 1, ACTIVITY_MINUTES_MAX)

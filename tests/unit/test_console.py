@@ -88,7 +88,7 @@ def test_activity_counts_finished_jobs_per_minute_and_failures_per_code(http, st
     assert len(day["minutes"]) == 1440 and day["failuresByCode"][0] == {"errorCode": "RPC_UNAVAILABLE", "count": 3}
 
 
-@pytest.mark.parametrize("minutes", ["0", "1441", "-5", "hour"])
+@pytest.mark.parametrize("minutes", ["0", "1441", "-5", "hour", "", "60&minutes=5"])
 def test_activity_window_bounds(http, minutes):
     response = http.get(f"/api/verification-jobs/activity?minutes={minutes}", headers=KEY)
     assert (response.status_code, error(response)["field"]) == (400, "minutes")

@@ -198,9 +198,17 @@ def test_upload_creation_presigns_a_post_for_a_new_job(http, store):
     assert upload["fields"]["Content-Type"] == "video/mp4" and upload["maxBytes"] == 1024  # the declared size, pinned
 
 
+def test_upload_size_may_be_written_as_json_does_for_an_integral_number(http, store):
+    """JSON Schema counts 1024.0 as an integer, and some clients write sizes that way."""
+    request = {"registryAddress": REGISTRY, "manifestURI": MANIFEST, "filename": "a.bin", "size": 1024.0}
+    response = http.post("/api/verification-jobs/uploads", headers=JSON_HEADERS, body=json.dumps(request).encode())
+    assert response.status_code == 201 and json.loads(response.body)["upload"]["maxBytes"] == 1024
+
+
 @pytest.mark.parametrize("change,status,field", [
     ({"type": "audit"}, 400, "type"), ({"filename": ""}, 400, "filename"), ({"filename": "x" * 256}, 400, "filename"),
-    ({"size": 0}, 400, "size"), ({"size": True}, 400, "size"), ({"size": 21 * 1024 ** 3}, 413, "size"),
+    ({"size": 0}, 400, "size"), ({"size": True}, 400, "size"), ({"size": 1.5}, 400, "size"),
+    ({"size": "10"}, 400, "size"), ({"size": 21 * 1024 ** 3}, 413, "size"),
     ({"size": 2 * 1024 ** 3, "multipart": False}, 413, "size"), ({"multipart": True}, 400, "size"),
     ({"multipart": "yes", "size": 10}, 400, "multipart"),
     ({"contentType": "application/zip"}, 415, "contentType"),
@@ -225,7 +233,8 @@ def test_get_job_and_not_found(http, store):
 @pytest.mark.parametrize("query,field", [
     ("limit=0", "limit"), ("limit=101", "limit"), ("limit=-1", "limit"), ("limit=ten", "limit"),
     ("offset=-1", "offset"), (f"offset={LIST_OFFSET_MAX + 1}", "offset"), ("status=done", "status"),
-    ("type=audit", "type"),
+    ("type=audit", "type"), ("offset=", "offset"), ("limit=&type=verify", "limit"),
+    ("limit=1&limit=100", "limit"), ("offset=0&offset=5", "offset"), ("status=queued&status=failed", "status"),
 ])
 def test_listing_bounds(http, query, field):
     response = http.get(f"/api/verification-jobs?{query}", headers={"x-api-key": API_KEY})
@@ -240,6 +249,8 @@ def test_listing_pages_newest_first_at_the_offset_bounds(http, store):
     assert (page["count"], page["limit"], page["offset"]) == (2, 2, 0)
     last = json.loads(http.get(f"/api/verification-jobs?offset={LIST_OFFSET_MAX}", headers=key).body)
     assert last["jobs"] == [] and last["offset"] == LIST_OFFSET_MAX
+    unfiltered = json.loads(http.get("/api/verification-jobs?status=&type=", headers=key).body)
+    assert unfiltered["count"] == 3  # an empty filter is documented as no filter
 
 
 def test_stats_count_the_queue_and_say_when_it_is_unavailable(http, aws, store):
