@@ -18,6 +18,7 @@ import math
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from statistics import median
@@ -72,14 +73,52 @@ def delivery_from_record(record: SQSRecord) -> Delivery | None:
     return Delivery(job_id=job_id, receive_count=receive_count, receipt_handle=record.receipt_handle)
 
 
+class BatchItemsFailed(RetryScheduled):
+    """Raised for a batch some of whose jobs are not done, once the done ones' messages are
+    deleted: the others stay on the queue, each with its own visibility and receive count."""
+
+
 def process_event(services: Services, event: dict[str, Any]) -> None:
-    """Run the job of each record of a Lambda SQS event; raising leaves the message for SQS."""
-    for record in SQSEvent(event).records:
-        delivery = delivery_from_record(record)
-        if delivery is None:
-            logger.warning("dropping a message that is not a job", extra={"body": (record.body or "")[:200]})
-            continue
-        run_job(services, delivery)
+    """Run the jobs of a Lambda SQS event side by side, one thread each (a batch holds at most
+    ten). Lambda deletes the whole batch when the handler returns and none of it when it raises,
+    and Chalice cannot ask for partial batch responses; so when some jobs are not done, the done
+    ones' messages are deleted here, in one request, and the handler raises for the rest. A
+    batch of one raises its own job's exception."""
+    records = list(SQSEvent(event).records)
+    if len(records) == 1:
+        _run_record(services, records[0])
+        return
+    with ThreadPoolExecutor(max_workers=max(len(records), 1), thread_name_prefix="job") as pool:
+        outcomes = list(pool.map(lambda record: _outcome(services, record), records))
+    failed = [record for record, error in zip(records, outcomes) if error is not None]
+    if not failed:
+        return
+    done = [record.receipt_handle for record, error in zip(records, outcomes) if error is None]
+    try:
+        services.queue.delete_received(records[0].event_source_arn, done)
+    except TransientError as exc:  # they come back with the others; their jobs are finished: absorbed
+        logger.warning("could not delete the finished jobs' messages", extra={"error": exc.message})
+    raise BatchItemsFailed(f"{len(failed)} of {len(records)} messages left for redelivery")
+
+
+def _run_record(services: Services, record: SQSRecord) -> None:
+    delivery = delivery_from_record(record)
+    if delivery is None:
+        logger.warning("dropping a message that is not a job", extra={"body": (record.body or "")[:200]})
+        return
+    run_job(services, delivery)
+
+
+def _outcome(services: Services, record: SQSRecord) -> Exception | None:
+    """None when the record's message may be deleted, else why it stays (already logged)."""
+    try:
+        _run_record(services, record)
+    except RetryScheduled as exc:
+        return exc
+    except Exception as exc:  # e.g. the database down before the job started: SQS tries again
+        logger.exception("job left for redelivery", extra={"message_id": record.message_id})
+        return exc
+    return None
 
 
 def backoff_seconds(base_seconds: float, receive_count: int) -> int:
