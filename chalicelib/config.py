@@ -131,6 +131,9 @@ class Settings:
     # jobs of a batch run side by side, on as many threads as the batch has jobs.
     worker_batch_size: int = 10
     worker_batching_window_seconds: int = 1
+    # The proof worker's MaximumConcurrency caps invocations, not jobs: with batches of ten, a cap
+    # of 2 would let 20 proofs run at once. So proofs come one per invocation unless asked.
+    proof_batch_size: int = 1
     redrive_batch_messages: int = 100  # dead-letter messages one redrive request moves at most
     stuck_queued_seconds: int = 300
     completed_retention_days: float = 7.0
@@ -193,6 +196,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         retry_base_seconds=_float(env.get("RETRY_BASE_SECONDS"), d.retry_base_seconds),
         lease_seconds=_float(env.get("LEASE_SECONDS"), d.lease_seconds),
         worker_batch_size=min(max(_int(env.get("WORKER_BATCH_SIZE"), d.worker_batch_size), 1), 10),
+        proof_batch_size=min(max(_int(env.get("PROOF_BATCH_SIZE"), d.proof_batch_size), 1), 10),
         worker_batching_window_seconds=max(_int(env.get("WORKER_BATCHING_WINDOW_SECONDS"),
                                                 d.worker_batching_window_seconds), 0),
         redrive_batch_messages=_int(env.get("REDRIVE_BATCH_MESSAGES"), d.redrive_batch_messages),
