@@ -231,12 +231,14 @@ def run_pipeline(stack: BenchStack, items: list[Item], args: argparse.Namespace,
     ids = set(job_ids)
     invocations = [r for r in runner_log_records(stack.runner_log, "runner invocation") if ids & set(r["job_ids"])]
     hashed = [r["seconds"] for r in runner_log_records(stack.runner_log, "upload hashed", ids)]
+    retry_causes = Counter(f"{r.get('code')}: {r.get('detail') or r.get('error')}"[:160]
+                           for r in runner_log_records(stack.runner_log, "transient failure; retry scheduled", ids))
     executed = [r["duration_ms"] / 1000 for r in runner_log_records(stack.runner_log, "job completed", ids)]
     return {
         "wall": wall, "enqueue_wall": enqueue_wall, "span": span, "jobs_per_s": len(job_ids) / span,
         "enqueue": enqueue, "completion": completion, "waits": waits, "service": service,
         "statuses": statuses, "failed": failed, "retried": sum(1 for j in ordered if j.get("retryCount")),
-        "hashed": hashed, "executed": executed, "calls": calls,
+        "hashed": hashed, "executed": executed, "calls": calls, "retry_causes": retry_causes,
         "cached": sum(1 for j in ordered if ((j.get("result") or {}).get("evidence") or {}).get("cached")),
         "cpu": {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after},
         "invocations": len(invocations), "records": sum(r["records"] for r in invocations),
@@ -265,6 +267,7 @@ class Costs:
     jobs: int
     requests: Counter | None  # S3/SQS requests by name; None when not counted (not moto)
     transactions: Transactions | None  # None when not counted (attached stack)
+    invocations: int  # worker invocations that carried the round's jobs
 
 
 def count_flow(stack: BenchStack, items: list[Item], args: argparse.Namespace, flow: str,
@@ -286,7 +289,7 @@ def count_flow(stack: BenchStack, items: list[Item], args: argparse.Namespace, f
     transactions = tx_counter.read() if tx_counter else None
     if run["failed"]:
         raise SystemExit(f"{len(run['failed'])} {flow} jobs of the counting round did not complete")
-    return Costs(flow, args.count_jobs, requests_seen, transactions)
+    return Costs(flow, args.count_jobs, requests_seen, transactions, run["invocations"])
 
 
 def print_costs(costs: list[Costs]) -> None:
@@ -298,6 +301,10 @@ def print_costs(costs: list[Costs]) -> None:
             total = sum(served.values())
             print(f"      S3/SQS requests     {total / cost.jobs:5.2f}   "
                   + ", ".join(f"{name} {n / cost.jobs:.2f}" for name, n in sorted(served.items(), key=lambda kv: -kv[1])))
+            receives = served.get("SQS ReceiveMessage", 0)
+            print(f"        less the runner's receives (its polling: the event source mapping's on AWS) "
+                  f"{(total - receives) / cost.jobs:.2f}; with one receive per invocation instead "
+                  f"{(total - receives + cost.invocations) / cost.jobs:.2f} ({cost.invocations} invocations)")
         else:
             print("      S3/SQS requests     not counted (moto's recorder only)")
         tx = cost.transactions
@@ -454,6 +461,8 @@ def print_round(number: int, stack: BenchStack, args: argparse.Namespace, cache:
               f"({stack.workers} workers / mean {mean_service * 1000:.0f} ms in the worker)")
     print(f"  results                   {dict(sorted(pipe['statuses'].items()))}; jobs retried: {pipe['retried']}; "
           f"served from the result cache: {pipe['cached']}")
+    for cause, count in pipe["retry_causes"].most_common():
+        print(f"    retried ({count}): {cause}")
     print_calls(pipe["calls"], args.jobs)
     if pipe["invocations"]:
         print(f"  worker invocations        {1000 * pipe['invocations'] / args.jobs:.0f} per 1,000 jobs "
@@ -576,6 +585,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="result cache of our own stack: off (default), on, or off then on")
     parser.add_argument("--batch-sizes", default="1,10",
                         help="WORKER_BATCH_SIZE of our own stack, one stack each (default 1,10)")
+    parser.add_argument("--batch-workers", type=int, default=2,
+                        help="runner poll threads for batch sizes above 1 (default 2): Lambda runs each invocation "
+                             "in a container of its own, the runner as threads of one process, so 8 threads with "
+                             "batches of 10 would be 80 jobs on one GIL")
     parser.add_argument("--count-jobs", type=int, default=40, help="jobs per counting round (default 40)")
     parser.add_argument("--count-flows", default=",".join(FLOWS),
                         help=f"flows whose requests and transactions are counted (default {','.join(FLOWS)}; '' for none)")
@@ -588,6 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verifier:
         return verifier_main()
     app_env = dict(item.split("=", 1) for item in args.app_env)
+    workers: dict[str, int] = {}
     if args.attach:
         passes = {"as the attached stack is configured": {}}
     else:
@@ -595,6 +609,10 @@ def main(argv: list[str] | None = None) -> int:
         passes = {f"cache {mode}, batch {size}": {"RESULT_CACHE_SECONDS": CACHE_SECONDS[mode],
                                                    "WORKER_BATCH_SIZE": size, **app_env}
                   for mode in modes for size in args.batch_sizes.split(",")}
+        workers = {label: args.workers if settings["WORKER_BATCH_SIZE"] == "1" else args.batch_workers
+                   for label, settings in passes.items()}
+        for label, settings in passes.items():  # a database connection for each job running at once
+            settings.setdefault("DATABASE_POOL_MAX", str(max(workers[label] * int(settings["WORKER_BATCH_SIZE"]), 4)))
 
     began = time.monotonic()
     files_dir = Path(tempfile.mkdtemp(prefix="iid-bench-files-"))
@@ -603,7 +621,8 @@ def main(argv: list[str] | None = None) -> int:
     rounds: list[Round] = []
     try:
         for cache, settings in passes.items():
-            more_rounds, more_problems = run_pass(args, cache, settings, files_dir)
+            pass_args = argparse.Namespace(**{**vars(args), "workers": workers.get(cache, args.workers)})
+            more_rounds, more_problems = run_pass(pass_args, cache, settings, files_dir)
             rounds += more_rounds
             problems += more_problems
     finally:
@@ -617,7 +636,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n=== bench_peer, in the same run ===")
         sys.stdout.flush()
         workload = ["--jobs", str(args.jobs), "--concurrency", str(args.concurrency), "--files", str(args.files),
-                    "--file-size", str(args.file_size), "--warmup", str(args.warmup), "--workers", str(args.workers),
+                    "--file-size", str(args.file_size), "--warmup", str(args.warmup),
+                    "--workers", str(args.batch_workers),  # its stack runs the default batches of 10
                     "--backend", args.backend, "--rounds", str(args.rounds)]
         if bench_peer.main(workload) != 0:
             problems.append("bench_peer: some jobs did not come out OK")
