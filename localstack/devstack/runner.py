@@ -9,8 +9,9 @@ that `app.py` registered with Chalice, with the event shapes Lambda would send.
   timeout and dead-letters them after maxReceiveCount receives.
 - Each invocation prints one JSON line on stdout (`runner invocation`: its source, records, job
   ids, and the CPU its poll thread spent outside the handler since the previous one: receiving,
-  deleting, building events), so a benchmark can tell the event source mapping's work, which
-  Lambda does outside the function on AWS, from the handler's.
+  deleting, building events), and each scheduled call one (`runner schedule`: when, and its CPU),
+  so a benchmark can tell the event source mapping's and the schedules' work, which run outside
+  the worker function on AWS, from the handler's.
 - Schedules (`@app.schedule`): called every `schedule_interval` seconds.
 
 Several worker threads per SQS source play the part of Lambda's concurrency: `workers` of them,
@@ -208,10 +209,13 @@ class EventSourceRunner:
     def _tick(self, config: ScheduledEventConfig) -> None:
         handler = self._handler(config.handler_string)
         while not self.stopping.wait(self.schedule_interval_seconds):
+            began = time.thread_time()
             try:
                 handler(scheduled_event(config.name), LambdaContext(config.name))
             except Exception:
                 log.exception("scheduled handler %s failed", config.name)
+            print(json.dumps({"message": "runner schedule", "source": config.name, "at": time.time(),
+                              "cpu_seconds": round(time.thread_time() - began, 6)}), flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:

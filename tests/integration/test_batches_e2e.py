@@ -18,9 +18,11 @@ FAILING = 4  # the index of the job whose RPC node refuses
 
 @pytest.fixture(scope="module")
 def batch_lane(stack, tmp_path_factory):
-    """One poll thread and a batching window long enough for the ten submissions to share a batch."""
-    with own_lane(stack, tmp_path_factory.mktemp("batch-lane"), workers=1,
-                  env_overrides={"WORKER_BATCH_SIZE": str(BATCH), "WORKER_BATCHING_WINDOW_SECONDS": "10",
+    """One poll thread and a batching window long enough for the ten submissions to share a batch,
+    well within the queue's visibility timeout (a window as long as it would let a message that
+    became visible again join the batch it is already in)."""
+    with own_lane(stack, tmp_path_factory.mktemp("batch-lane"), visibility_seconds=30, workers=1,
+                  env_overrides={"WORKER_BATCH_SIZE": str(BATCH), "WORKER_BATCHING_WINDOW_SECONDS": "5",
                                  "MAX_RETRY_ATTEMPTS": "3"}) as running:
         yield running
 
