@@ -35,7 +35,7 @@ from aws_lambda_powertools.utilities.data_classes import SQSEvent, SQSRecord
 
 from chalicelib.errors import JobError, TransientError
 from chalicelib.jobs import Job
-from chalicelib.queue import MAX_VISIBILITY_SECONDS, job_id_from_body
+from chalicelib.queue import BATCH, MAX_VISIBILITY_SECONDS, job_id_from_body
 from chalicelib.result_cache import Verified, lookup_or_verify
 from chalicelib.telemetry import job_finished, logger
 from chalicelib.verification import sha256_stream
@@ -95,7 +95,7 @@ def process_event(services: Services, event: dict[str, Any]) -> None:
     if len(records) == 1:
         _run_record(services, records[0])
         return
-    with ThreadPoolExecutor(max_workers=max(len(records), 1), thread_name_prefix="job") as pool:
+    with ThreadPoolExecutor(max_workers=min(max(len(records), 1), BATCH), thread_name_prefix="job") as pool:
         outcomes = list(pool.map(lambda record: _outcome(services, record), records))
     failed = [record for record, error in zip(records, outcomes) if error is not None]
     if not failed:
