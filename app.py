@@ -125,17 +125,21 @@ def console_asset(asset: str) -> Response:
 
 # --- event handlers ----------------------------------------------------------------------
 
-@app.on_sqs_message(queue=settings().queue_name, batch_size=1)
+@app.on_sqs_message(queue=settings().queue_name, batch_size=settings().worker_batch_size,
+                    maximum_batching_window_in_seconds=settings().worker_batching_window_seconds)
 def process_verification_job(event: SQSEvent) -> None:
-    """The verify worker: one job per message; raising leaves the message for SQS to redeliver."""
+    """The verify worker: a batch of jobs, one per message. It deletes the messages whose jobs are
+    done itself and raises for the rest, which SQS redelivers (Chalice cannot report batch items)."""
     worker.process_event(services(), event.to_dict())
 
 
-@app.on_sqs_message(queue=settings().proof_queue_name, batch_size=1,
+@app.on_sqs_message(queue=settings().proof_queue_name, batch_size=settings().proof_batch_size,
+                    maximum_batching_window_in_seconds=settings().worker_batching_window_seconds,
                     maximum_concurrency=settings().proof_max_concurrency)
 def process_proof_job(event: SQSEvent) -> None:
     """The proof worker, on a queue of its own with a capped concurrency, so that a backlog of
-    proofs cannot take the capacity verify jobs need."""
+    proofs cannot take the capacity verify jobs need (one proof per invocation by default, so that
+    the cap counts proofs; batches are handled as the verify worker's)."""
     worker.process_event(services(), event.to_dict())
 
 

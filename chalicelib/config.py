@@ -126,6 +126,14 @@ class Settings:
     # A running job holds a lease this long, renewed (with its message's visibility) every third
     # of it, so a second delivery does not run it twice; a dead worker's lease runs out.
     lease_seconds: float = 60.0
+    # The work queues' functions take up to WORKER_BATCH_SIZE messages per invocation (1 to 10,
+    # SQS's most per receive), waiting at most WORKER_BATCHING_WINDOW_SECONDS to fill a batch; the
+    # jobs of a batch run side by side, on as many threads as the batch has jobs.
+    worker_batch_size: int = 10
+    worker_batching_window_seconds: int = 1
+    # The proof worker's MaximumConcurrency caps invocations, not jobs: with batches of ten, a cap
+    # of 2 would let 20 proofs run at once. So proofs come one per invocation unless asked.
+    proof_batch_size: int = 1
     redrive_batch_messages: int = 100  # dead-letter messages one redrive request moves at most
     stuck_queued_seconds: int = 300
     completed_retention_days: float = 7.0
@@ -187,6 +195,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_retry_attempts=_int(env.get("MAX_RETRY_ATTEMPTS"), d.max_retry_attempts),
         retry_base_seconds=_float(env.get("RETRY_BASE_SECONDS"), d.retry_base_seconds),
         lease_seconds=_float(env.get("LEASE_SECONDS"), d.lease_seconds),
+        worker_batch_size=min(max(_int(env.get("WORKER_BATCH_SIZE"), d.worker_batch_size), 1), 10),
+        proof_batch_size=min(max(_int(env.get("PROOF_BATCH_SIZE"), d.proof_batch_size), 1), 10),
+        worker_batching_window_seconds=max(_int(env.get("WORKER_BATCHING_WINDOW_SECONDS"),
+                                                d.worker_batching_window_seconds), 0),
         redrive_batch_messages=_int(env.get("REDRIVE_BATCH_MESSAGES"), d.redrive_batch_messages),
         stuck_queued_seconds=_int(env.get("STUCK_QUEUED_SECONDS"), d.stuck_queued_seconds),
         completed_retention_days=_float(env.get("COMPLETED_RETENTION_DAYS"), d.completed_retention_days),

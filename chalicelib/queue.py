@@ -123,12 +123,27 @@ class WorkQueue:
         failure elsewhere in the batch does not make SQS deliver them again)."""
         with unavailable_as(QUEUE_UNAVAILABLE, "delete the handled upload events"):
             url = self.upload_events_url or self.sqs().get_queue_url(QueueName=self.upload_events_name)["QueueUrl"]
-            for start in range(0, len(receipt_handles), BATCH):
-                answer = self.sqs().delete_message_batch(QueueUrl=url, Entries=[
-                    {"Id": str(i), "ReceiptHandle": handle}
-                    for i, handle in enumerate(receipt_handles[start:start + BATCH])])
-                if answer.get("Failed"):
-                    raise TransientError(f"could not delete upload events: {answer['Failed']}", QUEUE_UNAVAILABLE)
+            self._delete(url, receipt_handles, "upload events")
+
+    def delete_received(self, queue_arn: str, receipt_handles: list[str]) -> None:
+        """Delete messages a worker received from the work queue `queue_arn` (the event's
+        eventSourceARN): the finished jobs of a batch whose other jobs fail, which Lambda would
+        otherwise deliver again with them."""
+        if not receipt_handles:
+            return
+        name = queue_arn.rsplit(":", 1)[-1]
+        with unavailable_as(QUEUE_UNAVAILABLE, "delete the finished jobs' messages"):
+            url = next((lane.url for lane in self.lanes.values() if lane.url and lane.url.rsplit("/", 1)[-1] == name),
+                       None) or self.sqs().get_queue_url(QueueName=name)["QueueUrl"]
+            self._delete(url, receipt_handles, "finished jobs' messages")
+
+    def _delete(self, url: str, receipt_handles: list[str], what: str) -> None:
+        for start in range(0, len(receipt_handles), BATCH):
+            answer = self.sqs().delete_message_batch(QueueUrl=url, Entries=[
+                {"Id": str(i), "ReceiptHandle": handle}
+                for i, handle in enumerate(receipt_handles[start:start + BATCH])])
+            if answer.get("Failed"):
+                raise TransientError(f"could not delete {what}: {answer['Failed']}", QUEUE_UNAVAILABLE)
 
     def check(self) -> None:
         """Raise when a work queue cannot be reached (the health check)."""

@@ -13,6 +13,7 @@ no database at all (DATABASE_URL unset), means a fresh verification, never a fai
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -41,14 +42,40 @@ def served_from_cache(stored: dict[str, Any], file_name: str | None) -> dict[str
     return result
 
 
+@dataclass(frozen=True)
+class Verified:
+    """A result, and the cache key to keep it under when it was verified afresh (None when it
+    came from the cache, or there is no cache)."""
+
+    result: dict[str, Any]
+    fresh_key: CacheKey | None = None
+
+
 def cached_verification(
     store: Any, settings: Settings, kind: str, file_hash: str, manifest_uri: str, registry_address: str,
     rpc_url: str | None, file_name: str | None, verify: Callable[[], dict[str, Any]],
 ) -> dict[str, Any]:
     """The result of `verify()` for these inputs (`kind` is the job type), or a fresh enough
-    cached one. Without DATABASE_URL there is nowhere to share results: always `verify()`."""
+    cached one; a fresh result is stored at once (the sync endpoints)."""
+    verified = lookup_or_verify(store, settings, kind, file_hash, manifest_uri, registry_address, rpc_url,
+                                file_name, verify)
+    if verified.fresh_key is not None:
+        try:
+            store.store_result(verified.fresh_key, verified.result)
+        except TransientError as exc:
+            logger.warning("result cache store failed", extra={"error": exc.message})
+    return verified.result
+
+
+def lookup_or_verify(
+    store: Any, settings: Settings, kind: str, file_hash: str, manifest_uri: str, registry_address: str,
+    rpc_url: str | None, file_name: str | None, verify: Callable[[], dict[str, Any]],
+) -> Verified:
+    """A fresh enough cached result, or `verify()`'s with the key to store it under: the worker
+    stores it with the job's completion, in one transaction. Without DATABASE_URL there is
+    nowhere to share results: always `verify()`."""
     if settings.result_cache_seconds <= 0 or not settings.database_url:
-        return verify()
+        return Verified(verify())
     registry = verification().registry
     url = registry.require_rpc_url(rpc_url)
     key = CacheKey(kind, chain_id_of(url, settings), registry.checked_address(registry_address).lower(),
@@ -59,10 +86,5 @@ def cached_verification(
         logger.warning("result cache lookup failed; verifying afresh", extra={"error": exc.message})
         stored = None
     if stored is not None:
-        return served_from_cache(stored, file_name)
-    result = verify()  # a failure raises: errors are never stored
-    try:
-        store.store_result(key, result)
-    except TransientError as exc:
-        logger.warning("result cache store failed", extra={"error": exc.message})
-    return result
+        return Verified(served_from_cache(stored, file_name))
+    return Verified(verify(), key)  # a failure raises: errors are never stored

@@ -11,6 +11,13 @@ renews it and the message's visibility every third of LEASE_SECONDS, so the mess
 however long the job runs. A delivery that finds a live lease does not run the job a second time:
 it puts its message back for a lease's length and raises (no failure is recorded). A worker that
 dies stops renewing; its lease runs out and the next delivery runs the job again.
+
+A job that ends within its first beat costs two database transactions (taking the lease, then
+result + history row + result cache entry in one; a third for the cache lookup when the cache is
+on) and no visibility change: its progress is never written, since no poll could tell it from
+`processing`. Longer jobs write their progress with each beat and at each step (see `Attempt`).
+
+An invocation gets a batch of up to WORKER_BATCH_SIZE messages (see `process_event`).
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ import math
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from statistics import median
@@ -27,8 +35,8 @@ from aws_lambda_powertools.utilities.data_classes import SQSEvent, SQSRecord
 
 from chalicelib.errors import JobError, TransientError
 from chalicelib.jobs import Job
-from chalicelib.queue import MAX_VISIBILITY_SECONDS, job_id_from_body
-from chalicelib.result_cache import cached_verification
+from chalicelib.queue import BATCH, MAX_VISIBILITY_SECONDS, job_id_from_body
+from chalicelib.result_cache import Verified, lookup_or_verify
 from chalicelib.telemetry import job_finished, logger
 from chalicelib.verification import sha256_stream
 from chalicelib.vocabulary import CANCELLED, INTERNAL_ERROR, PROGRESS_HASHED, PROGRESS_PERSISTING, PROOF
@@ -72,14 +80,52 @@ def delivery_from_record(record: SQSRecord) -> Delivery | None:
     return Delivery(job_id=job_id, receive_count=receive_count, receipt_handle=record.receipt_handle)
 
 
+class BatchItemsFailed(RetryScheduled):
+    """Raised for a batch some of whose jobs are not done, once the done ones' messages are
+    deleted: the others stay on the queue, each with its own visibility and receive count."""
+
+
 def process_event(services: Services, event: dict[str, Any]) -> None:
-    """Run the job of each record of a Lambda SQS event; raising leaves the message for SQS."""
-    for record in SQSEvent(event).records:
-        delivery = delivery_from_record(record)
-        if delivery is None:
-            logger.warning("dropping a message that is not a job", extra={"body": (record.body or "")[:200]})
-            continue
-        run_job(services, delivery)
+    """Run the jobs of a Lambda SQS event side by side, one thread each (a batch holds at most
+    ten). Lambda deletes the whole batch when the handler returns and none of it when it raises,
+    and Chalice cannot ask for partial batch responses; so when some jobs are not done, the done
+    ones' messages are deleted here, in one request, and the handler raises for the rest. A
+    batch of one raises its own job's exception."""
+    records = list(SQSEvent(event).records)
+    if len(records) == 1:
+        _run_record(services, records[0])
+        return
+    with ThreadPoolExecutor(max_workers=min(max(len(records), 1), BATCH), thread_name_prefix="job") as pool:
+        outcomes = list(pool.map(lambda record: _outcome(services, record), records))
+    failed = [record for record, error in zip(records, outcomes) if error is not None]
+    if not failed:
+        return
+    done = [record.receipt_handle for record, error in zip(records, outcomes) if error is None]
+    try:
+        services.queue.delete_received(records[0].event_source_arn, done)
+    except TransientError as exc:  # they come back with the others; their jobs are finished: absorbed
+        logger.warning("could not delete the finished jobs' messages", extra={"error": exc.message})
+    raise BatchItemsFailed(f"{len(failed)} of {len(records)} messages left for redelivery")
+
+
+def _run_record(services: Services, record: SQSRecord) -> None:
+    delivery = delivery_from_record(record)
+    if delivery is None:
+        logger.warning("dropping a message that is not a job", extra={"body": (record.body or "")[:200]})
+        return
+    run_job(services, delivery)
+
+
+def _outcome(services: Services, record: SQSRecord) -> Exception | None:
+    """None when the record's message may be deleted, else why it stays (already logged)."""
+    try:
+        _run_record(services, record)
+    except RetryScheduled as exc:
+        return exc
+    except Exception as exc:  # e.g. the database down before the job started: SQS tries again
+        logger.exception("job left for redelivery", extra={"message_id": record.message_id})
+        return exc
+    return None
 
 
 def backoff_seconds(base_seconds: float, receive_count: int) -> int:
@@ -89,6 +135,29 @@ def backoff_seconds(base_seconds: float, receive_count: int) -> int:
     return int(min(max(round(delay), 0), MAX_VISIBILITY_SECONDS))
 
 
+class Attempt:
+    """One delivery's run of a job: what it got to (progress, the file's hash), kept in memory and
+    written only when someone could see it. A job that ends within its first beat (a third of
+    LEASE_SECONDS) writes nothing between taking its lease and its result; from its first beat on,
+    each beat writes the progress with the lease's renewal, and each progress step is written as
+    it is reached, that step's write also being where a cancel is noticed (a beat notices one too)."""
+
+    def __init__(self, services: Services, job: Job, lease_token: str) -> None:
+        self.services, self.job, self.lease_token = services, job, lease_token
+        self.progress = job.progress or 0
+        self.content_hash: str | None = None
+        self.beaten = threading.Event()  # the first beat happened: the attempt is long enough to watch
+        self.cancelled = threading.Event()  # a beat found the job cancelled
+
+    def step(self, value: int) -> None:
+        """A progress step of the verification (also the hashed step of an upload)."""
+        self.progress = max(self.progress, value)
+        if self.cancelled.is_set():
+            raise AttemptAbandoned(self.job.id)
+        if self.beaten.is_set():
+            _unless_cancelled(self.services, self.job.id, self.services.store.set_progress(self.job.id, value))
+
+
 def run_job(services: Services, delivery: Delivery) -> None:
     lease_token, lease_seconds = str(uuid.uuid4()), services.settings.lease_seconds
     job = services.store.start_attempt(delivery.job_id, lease_token, lease_seconds)
@@ -96,10 +165,11 @@ def run_job(services: Services, delivery: Delivery) -> None:
         _not_started(services, delivery)
         return
     started = time.monotonic()
+    attempt = Attempt(services, job, lease_token)
     error: JobError | None = None
-    with _heartbeat(services, job, delivery, lease_token):
+    with _heartbeat(attempt, delivery):
         try:
-            result = _execute(services, job)
+            verified = _execute(attempt)
         except AttemptAbandoned:
             logger.info("job cancelled while running; attempt abandoned", extra={"job_id": job.id})
             return
@@ -112,9 +182,13 @@ def run_job(services: Services, delivery: Delivery) -> None:
         _handle_failure(services, delivery, job, error, lease_token)
         return
     duration_ms = (time.monotonic() - started) * 1000
-    if services.store.complete_job(job.id, result, history_row(job, result)):
+    result = verified.result
+    history = {**history_row(job, result), "file_hash": attempt.content_hash or job.content_hash}  # what was hashed
+    if services.store.complete_job(job.id, result, history, verified.fresh_key):
         logger.info("job completed", extra={"job_id": job.id, "status": _status_of(result), "duration_ms": duration_ms})
         job_finished("Completed", duration_ms)
+    elif _is_cancelled(services, job.id):
+        logger.info("job cancelled while running; attempt abandoned", extra={"job_id": job.id})
     else:
         logger.info("job was already completed by another delivery", extra={"job_id": job.id})
 
@@ -150,24 +224,33 @@ def _not_started(services: Services, delivery: Delivery) -> None:
 
 
 @contextmanager
-def _heartbeat(services: Services, job: Job, delivery: Delivery, lease_token: str) -> Iterator[None]:
-    """Renew the lease and the message's visibility now and every third of LEASE_SECONDS until
-    the block ends. A renewal that fails (database or queue down) is logged and tried again on
-    the next beat: the job goes on, and at worst a copy runs it once the lease runs out."""
+def _heartbeat(attempt: Attempt, delivery: Delivery) -> Iterator[None]:
+    """Every third of LEASE_SECONDS until the block ends, renew the lease (writing the attempt's
+    progress and file hash with it) and the message's visibility; nothing for a job that ends
+    before the first beat, whose lease and message the start of the attempt and the queue's own
+    visibility timeout cover. A renewal that fails (database or queue down) is logged and tried
+    again on the next beat: the job goes on, and at worst a copy runs it once the lease runs out.
+    A renewal refused because the job was cancelled stops the attempt at its next step."""
+    services, job = attempt.services, attempt.job
     seconds = services.settings.lease_seconds
     stop = threading.Event()
 
     def beat() -> None:
-        while True:
+        while not stop.wait(seconds / 3):
             try:
-                if not services.store.renew_lease(job.id, lease_token, seconds):
-                    logger.warning("lease lost: another delivery runs the job now", extra={"job_id": job.id})
-                    return
+                renewed = services.store.renew_lease(job.id, attempt.lease_token, seconds, attempt.progress,
+                                                     attempt.content_hash)
             except TransientError as exc:
                 logger.warning("lease renewal failed", extra={"job_id": job.id, "error": exc.message})
+            else:
+                if not renewed:
+                    if _is_cancelled(services, job.id):
+                        attempt.cancelled.set()
+                    else:
+                        logger.warning("lease lost: another delivery runs the job now", extra={"job_id": job.id})
+                    return
+            attempt.beaten.set()
             _hide(services, job, delivery, math.ceil(seconds * VISIBILITY_PER_LEASE))
-            if stop.wait(seconds / 3):
-                return
 
     thread = threading.Thread(target=beat, name=f"lease-{job.id}", daemon=True)
     thread.start()
@@ -178,17 +261,13 @@ def _heartbeat(services: Services, job: Job, delivery: Delivery, lease_token: st
         thread.join()
 
 
-def _execute(services: Services, job: Job) -> dict[str, Any]:
-    def progress(value: int) -> None:
-        _unless_cancelled(services, job.id, services.store.set_progress(job.id, value))
-
+def _execute(attempt: Attempt) -> Verified:
+    services, job = attempt.services, attempt.job
     if job.object_key:
-        file_hash = _hash_object(services, job)
-        # also the "hashed" progress step
-        _unless_cancelled(services, job.id, services.store.set_content_hash(job.id, file_hash))
+        attempt.content_hash = file_hash = _hash_object(services, job)
     else:
         file_hash = job.content_hash
-        progress(PROGRESS_HASHED)
+    attempt.step(PROGRESS_HASHED)
     settings = services.settings
     rpc_url = job.rpc_url or settings.rpc_url
 
@@ -196,14 +275,14 @@ def _execute(services: Services, job: Job) -> dict[str, Any]:
         core = verification()
         if job.type == PROOF:
             return core.prove_hash(
-                file_hash, job.file_name or "", job.manifest_uri, job.registry_address, rpc_url, settings, progress
+                file_hash, job.file_name or "", job.manifest_uri, job.registry_address, rpc_url, settings, attempt.step
             )
-        return core.verify_hash(file_hash, job.manifest_uri, job.registry_address, rpc_url, settings, progress)
+        return core.verify_hash(file_hash, job.manifest_uri, job.registry_address, rpc_url, settings, attempt.step)
 
-    result = cached_verification(services.store, settings, job.type, file_hash, job.manifest_uri,
-                                 job.registry_address, rpc_url, job.file_name, verify)
-    progress(PROGRESS_PERSISTING)
-    return result
+    verified = lookup_or_verify(services.store, settings, job.type, file_hash, job.manifest_uri,
+                                job.registry_address, rpc_url, job.file_name, verify)
+    attempt.step(PROGRESS_PERSISTING)
+    return verified
 
 
 def _hash_object(services: Services, job: Job) -> str:

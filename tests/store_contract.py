@@ -112,6 +112,18 @@ def check_result_cache(store: Any) -> None:
     assert store.delete_stale_results(0) == 2 and store.cached_result(key, 60) is None
 
 
+def check_completion_keeps_its_cache_entry(store: Any) -> None:
+    """A completion with a cache key makes the result the key's entry, in the same write; a
+    completion that loses (the job is already completed) stores nothing."""
+    key = CacheKey("verify", 31337, REGISTRY, "0x" + "44" * 32, MANIFEST, "http://127.0.0.1:8545")
+    job_id = job_in(store, PROCESSING)
+    assert store.complete_job(job_id, {"status": "OK"}, {"status": "OK", "file_hash": HASH}, key)
+    assert store.cached_result(key, 60) == {"status": "OK"}
+    late = key._replace(content_hash="0x" + "55" * 32)
+    assert not store.complete_job(job_id, {"status": "FAIL"}, {"status": "FAIL", "file_hash": HASH}, late)
+    assert store.cached_result(late, 60) is None
+
+
 def check_cancelled_is_final(store: Any) -> None:
     """Cancelling keeps the job's input fields and finishes it; nothing brings it back (the
     transitions above refuse it), and retention treats it as a completed job."""
@@ -162,5 +174,5 @@ def check_activity(store: Any) -> None:
 
 
 CHECKS = [check_transitions, check_first_failure_and_late_results, check_expired_uploads_revive,
-          check_requeue_resets, check_result_cache, check_cancelled_is_final,
+          check_requeue_resets, check_result_cache, check_completion_keeps_its_cache_entry, check_cancelled_is_final,
           check_rate_limit_windows, check_activity]

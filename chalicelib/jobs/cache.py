@@ -27,6 +27,18 @@ class CacheKey(NamedTuple):
     rpc_url: str
 
 
+_UPSERT = f"""INSERT INTO result_cache ({", ".join(_KEY_COLUMNS)}, result, checked_at)
+               VALUES ({", ".join(f"%({name})s" for name in _KEY_COLUMNS)}, %(result)s, now())
+               ON CONFLICT ({", ".join(_KEY_COLUMNS)})
+               DO UPDATE SET result = EXCLUDED.result, checked_at = EXCLUDED.checked_at"""
+
+
+def upsert_result(conn: Any, key: CacheKey, result: Mapping[str, Any]) -> None:
+    """The cache write, on a connection whose transaction the caller owns (a job's completion
+    writes its result, history row and cache entry in one)."""
+    conn.execute(_UPSERT, {**key._asdict(), "result": Json(dict(result))})
+
+
 class ResultCacheStatements(Statements):
     def cached_result(self, key: CacheKey, max_age_seconds: float) -> dict[str, Any] | None:
         """The stored result for `key` if it was checked less than `max_age_seconds` ago."""
@@ -41,13 +53,7 @@ class ResultCacheStatements(Statements):
     def store_result(self, key: CacheKey, result: Mapping[str, Any]) -> None:
         """Keep `result` as the fresh entry for `key` (replacing an older one)."""
         with self.database.connection() as conn:
-            conn.execute(
-                f"""INSERT INTO result_cache ({", ".join(_KEY_COLUMNS)}, result, checked_at)
-                    VALUES ({", ".join(f"%({name})s" for name in _KEY_COLUMNS)}, %(result)s, now())
-                    ON CONFLICT ({", ".join(_KEY_COLUMNS)})
-                    DO UPDATE SET result = EXCLUDED.result, checked_at = EXCLUDED.checked_at""",
-                {**key._asdict(), "result": Json(dict(result))},
-            )
+            upsert_result(conn, key, result)
 
     def delete_stale_results(self, max_age_seconds: float, limit: int = 10_000) -> int:
         """Delete entries checked `max_age_seconds` ago or earlier (no lookup would use them);

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Mapping
 from psycopg.types.json import Json
 
 from chalicelib.jobs.activity import ActivityStatements
-from chalicelib.jobs.cache import ResultCacheStatements
+from chalicelib.jobs.cache import CacheKey, ResultCacheStatements, upsert_result
 from chalicelib.jobs.leases import RELEASE_LEASE, LeaseStatements
 from chalicelib.jobs.ratelimit import RateLimitStatements
 from chalicelib.jobs.record import Job, new_job_id, parse_job_id
@@ -38,7 +38,7 @@ from chalicelib.jobs.retention import RetentionStatements
 from chalicelib.jobs.statements import COLUMNS
 from chalicelib.vocabulary import (
     AWAITING_UPLOAD, CANCELLED, COMPLETED, FAILED, JOB_STATUSES, JOB_TYPES, PROCESSING, PROGRESS_DONE,
-    PROGRESS_HASHED, QUEUED, UNFINISHED_STATUSES, UPLOAD_EXPIRED, VERDICTS, sql_list,
+    QUEUED, UNFINISHED_STATUSES, UPLOAD_EXPIRED, VERDICTS, sql_list,
 )
 
 _RUNNABLE = sql_list(QUEUED, PROCESSING)
@@ -186,18 +186,11 @@ class JobStore(RetentionStatements, ResultCacheStatements, RateLimitStatements, 
             p=max(0, min(PROGRESS_DONE, int(progress))),
         )
 
-    def set_content_hash(self, job_id: str, content_hash: str) -> bool:
-        """Record the file's hash once the worker has streamed the upload, together with the
-        "hashed" progress step: one write instead of two on every job's path."""
-        return self._transition(
-            job_id,
-            f"""UPDATE verification_jobs SET content_hash = %(h)s, progress = GREATEST(progress, %(p)s)
-                 WHERE id = %(id)s AND status IN {_RUNNABLE} AND content_hash IS DISTINCT FROM %(h)s""",
-            h=content_hash, p=PROGRESS_HASHED,
-        )
-
-    def complete_job(self, job_id: str, result: Mapping[str, Any], history: Mapping[str, Any]) -> bool:
+    def complete_job(self, job_id: str, result: Mapping[str, Any], history: Mapping[str, Any],
+                     cache_key: CacheKey | None = None) -> bool:
         """Store the result and write the history row, in one statement; True if this call did it.
+        With `cache_key`, the result also becomes the result cache's entry for it, in the same
+        transaction (only when this call completed the job).
 
         `history` keys: `status` (a verdict, required), `file_hash`, `creator`, `recovered`,
         `chain_id`, and optionally `manifest_uri`/`registry_address`; `file_hash`,
@@ -213,7 +206,10 @@ class JobStore(RetentionStatements, ResultCacheStatements, RateLimitStatements, 
         with self.database.connection() as conn:
             row = conn.execute(_COMPLETE, {**params, "id": jid, "result": Json(dict(result)),
                                            "status": history["status"]}).fetchone()
-        return bool(row and row["n"])
+            completed = bool(row and row["n"])
+            if completed and cache_key is not None:
+                upsert_result(conn, cache_key, result)
+        return completed
 
     def schedule_retry(self, job_id: str, error: str, code: str, retry_in_seconds: float = 0.0,
                        lease_token: str | None = None) -> bool:

@@ -2,10 +2,16 @@
 that `app.py` registered with Chalice, with the event shapes Lambda would send.
 
 - SQS sources (`@app.on_sqs_message`): up to the handler's batch size of records per invocation,
-  attributes included (ApproximateReceiveCount drives the retry logic); the message is deleted
-  when the handler returns and left alone when it raises, exactly as Lambda's event source
-  mapping does, so SQS redelivers it after its visibility timeout and dead-letters it after
-  maxReceiveCount receives.
+  attributes included (ApproximateReceiveCount drives the retry logic), gathered for at most its
+  batching window once a first message came; the batch is deleted when the handler returns and
+  left alone when it raises (a handler that deleted some messages itself leaves only the rest),
+  exactly as Lambda's event source mapping does, so SQS redelivers them after their visibility
+  timeout and dead-letters them after maxReceiveCount receives.
+- Each invocation prints one JSON line on stdout (`runner invocation`: its source, records, job
+  ids, and the CPU its poll thread spent outside the handler since the previous one: receiving,
+  deleting, building events), and each scheduled call one (`runner schedule`: when, and its CPU),
+  so a benchmark can tell the event source mapping's and the schedules' work, which run outside
+  the worker function on AWS, from the handler's.
 - Schedules (`@app.schedule`): called every `schedule_interval` seconds.
 
 Several worker threads per SQS source play the part of Lambda's concurrency: `workers` of them,
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import signal
@@ -59,6 +66,7 @@ class Source:
     queue_url: str
     queue_arn: str
     batch_size: int
+    batching_window_seconds: int
     concurrency: int  # poll threads: as many handlers at once as the event source mapping allows
 
 
@@ -113,7 +121,9 @@ class EventSourceRunner:
                 url = self.sqs.get_queue_url(QueueName=config.queue)["QueueUrl"]
                 cap = config.maximum_concurrency or self.workers
                 sources.append(Source(config.name, self._handler(config.handler_string), *self._queue(url),
-                                      batch_size=config.batch_size, concurrency=min(self.workers, cap)))
+                                      batch_size=config.batch_size,
+                                      batching_window_seconds=config.maximum_batching_window_in_seconds or 0,
+                                      concurrency=min(self.workers, cap)))
             elif isinstance(config, ScheduledEventConfig):
                 schedules.append(config)
             else:
@@ -141,40 +151,71 @@ class EventSourceRunner:
         for thread in self.threads:
             thread.join(timeout=self.poll_wait_seconds + 5)
 
+    def _receive(self, source: Source, most: int, wait_seconds: int) -> list[dict[str, Any]]:
+        return self.sqs.receive_message(
+            QueueUrl=source.queue_url, MaxNumberOfMessages=most, WaitTimeSeconds=wait_seconds,
+            AttributeNames=["All"], MessageAttributeNames=["All"],
+        ).get("Messages", [])
+
+    def _batch(self, source: Source) -> list[dict[str, Any]]:
+        """A long poll; once something came, more receives until the batch is full or its
+        batching window is over (a last receive may wait up to a second past it)."""
+        messages = self._receive(source, source.batch_size, self.poll_wait_seconds)
+        deadline = time.monotonic() + source.batching_window_seconds
+        while messages and len(messages) < source.batch_size and not self.stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            messages += self._receive(source, source.batch_size - len(messages), max(int(left), 1))
+        return messages
+
     def _poll(self, source: Source) -> None:
+        from chalicelib.queue import job_id_from_body  # the app's own rule; importable once the app is
+
+        outside_handler = 0.0  # this thread's CPU seconds outside the handler since the last invocation
         while not self.stopping.is_set():
+            began = time.thread_time()
             try:
-                messages = self.sqs.receive_message(
-                    QueueUrl=source.queue_url, MaxNumberOfMessages=source.batch_size,
-                    WaitTimeSeconds=self.poll_wait_seconds, AttributeNames=["All"], MessageAttributeNames=["All"],
-                ).get("Messages", [])
+                messages = self._batch(source)
             except Exception:
                 if not self.stopping.is_set():
                     log.exception("receive failed on %s; retrying", source.name)
                     time.sleep(1)
                 continue
+            finally:
+                outside_handler += time.thread_time() - began
             if messages:
-                self._invoke(source, messages)
+                outside_handler += self._invoke(source, messages)
+                print(json.dumps({"message": "runner invocation", "source": source.name, "records": len(messages),
+                                  "job_ids": [job_id_from_body(m.get("Body") or "") for m in messages],
+                                  "poll_cpu_seconds": round(outside_handler, 6)}), flush=True)
+                outside_handler = 0.0
 
-    def _invoke(self, source: Source, messages: list[dict[str, Any]]) -> None:
+    def _invoke(self, source: Source, messages: list[dict[str, Any]]) -> float:
+        """Call the handler with the batch; the CPU seconds this thread spent outside it (deleting)."""
         try:
             source.handler(sqs_event(messages, source.queue_arn), LambdaContext(source.name))
         except Exception as exc:
             # Lambda leaves the batch on the queue when the function fails; so do we.
-            log.info("%s raised %s: %s; the message stays for redelivery", source.name, type(exc).__name__, exc)
-            return
+            log.info("%s raised %s: %s; the messages stay for redelivery", source.name, type(exc).__name__, exc)
+            return 0.0
+        began = time.thread_time()
         self.sqs.delete_message_batch(
             QueueUrl=source.queue_url,
             Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
         )
+        return time.thread_time() - began
 
     def _tick(self, config: ScheduledEventConfig) -> None:
         handler = self._handler(config.handler_string)
         while not self.stopping.wait(self.schedule_interval_seconds):
+            began = time.thread_time()
             try:
                 handler(scheduled_event(config.name), LambdaContext(config.name))
             except Exception:
                 log.exception("scheduled handler %s failed", config.name)
+            print(json.dumps({"message": "runner schedule", "source": config.name, "at": time.time(),
+                              "cpu_seconds": round(time.thread_time() - began, 6)}), flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:

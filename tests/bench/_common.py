@@ -95,6 +95,10 @@ def bench_stack(*, attach: bool, workers: int, backend: str = "moto", api_key: s
         stack.start()
         say(f"stack up in {time.monotonic() - started:.1f}s")
         children = _named_children(os.getpid())
+        # By pid, not by command line: a child read while it starts may not show its own yet.
+        for name, process in (("api (chalice local)", stack.api), ("runner (workers)", stack.runner)):
+            children = {role: pid for role, pid in children.items() if pid != process.proc.pid}
+            children[name] = process.proc.pid
         here = "bench (clients, IPFS)" if "moto server" in children else "bench (clients, IPFS, moto)"
         processes = {here: os.getpid(), **children}
         if stack.postgres is not None and stack.postgres.pid:

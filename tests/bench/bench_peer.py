@@ -43,11 +43,12 @@ from typing import Any
 from devstack.stack import PROJECT_ROOT
 
 from tests.bench._common import add_stack_arguments, BenchStack, bench_stack, cpu_seconds, load_line, say, spread
-from tests.bench.bench_pipeline import Item, add_workload_arguments, make_items, print_cpu, run_pipeline
+from tests.bench.bench_pipeline import (
+    RUNNER, Item, add_workload_arguments, make_items, print_cpu, run_pipeline, worker_cpu,
+)
 
 PEER_DIR = PROJECT_ROOT / "tests" / "bench" / "peer"
 QUEUE_NAME = "verification"
-RUNNER = "runner (workers)"
 EMULATORS = ("moto server", "localstack")
 PEER_WORKER = "peer worker (node)"
 
@@ -164,6 +165,11 @@ def print_side(title: str, run: dict[str, Any], jobs: int, worker: str, rates: d
     print(f"  results                   {dict(sorted(run['statuses'].items()))}")
     print(f"  worker CPU per job        {worker_cpu_per_job(run['cpu'], worker, jobs):.1f} ms ({worker}); "
           f"less its CPU at rest ({1000 * rates.get(worker, 0.0):.0f} ms/s): {net_of_rest(run, rates, worker, jobs):.1f} ms")
+    if run.get("invocations"):
+        handler = worker_cpu(run)[1]
+        print(f"  the handler's share       {1000 * handler / jobs:.1f} ms (less, by thread CPU time, its poll "
+              f"threads' {1000 * run['poll_cpu'] / jobs:.1f} ms and its schedules' {1000 * run['schedule_cpu'] / jobs:.1f} ms "
+              f"per job; {1000 * run['invocations'] / jobs:.0f} invocations per 1,000 jobs)")
     emulator = {name: seconds for name, seconds in run["cpu"].items() if name in EMULATORS}
     for name, seconds in emulator.items():
         print(f"  emulator CPU per job      {1000 * seconds / jobs:.1f} ms ({name}: S3 and SQS, not on AWS's workers)")
@@ -223,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
                         peer["cpu"], PEER_WORKER, args.jobs)
                     net = net_of_rest(ours, rates, RUNNER, args.jobs) / net_of_rest(peer, rates, PEER_WORKER, args.jobs)
                     print(f"worker CPU per job, ours / peer   {ratio:.2f} (goal <= 1.0); less CPU at rest: {net:.2f}")
+                    if ours.get("invocations"):
+                        handler = 1000 * worker_cpu(ours)[1] / args.jobs
+                        print(f"  the handler's share             {handler / worker_cpu_per_job(peer['cpu'], PEER_WORKER, args.jobs):.2f}"
+                              " (less the runner's polling and schedules: what runs in the function on AWS)")
                     print(f"throughput, ours / peer           {ours['jobs_per_s'] / peer['jobs_per_s']:.2f}")
                     sys.stdout.flush()
                     ratios.append(ratio)

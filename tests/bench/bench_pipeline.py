@@ -51,12 +51,15 @@ from internetid_cli.api import ApiClient, Target
 from internetid_cli.config import content_type_for
 
 from tests.integration.deepchain import DeepChainProxy
+from devstack.postgres import LOG_FILE_NAME as POSTGRES_LOG
+from tests.bench.counting import RequestCounter, TransactionCounter, Transactions
 from tests.bench._common import (
     add_stack_arguments,
     BenchStack, alive, bench_stack, cpu_seconds, load_line, parse_time, percentile, runner_log_records, say, spread,
 )
 
 JOBS_PATH = "/api/verification-jobs"
+RUNNER = "runner (workers)"
 FINISHED = ("completed", "failed")
 PAGE = 100
 
@@ -128,9 +131,13 @@ def make_items(stack: BenchStack, directory: Path, count: int, size: int) -> lis
 
 # --- the pipeline ----------------------------------------------------------------------------
 
+FLOWS = ("verify", "proof", "upload")  # inline verify, inline proof, verify through a presigned POST
+
+
 def submit_all(stack: BenchStack, items: list[Item], jobs: int, concurrency: int,
-               api_key: str | None, rpc_url: str | None) -> tuple[list[str], list[float]]:
-    """Submit `jobs` verify jobs from `concurrency` threads; job ids and per-request latencies (s)."""
+               api_key: str | None, rpc_url: str | None, flow: str = "verify") -> tuple[list[str], list[float]]:
+    """Submit `jobs` jobs of `flow` from `concurrency` threads; job ids and per-request latencies (s)
+    (for an upload: creating it and posting the file)."""
     local = threading.local()
     registry = stack.endpoints["registry_address"]
 
@@ -140,12 +147,18 @@ def submit_all(stack: BenchStack, items: list[Item], jobs: int, concurrency: int
             client = local.client = ApiClient(stack.api_url, api_key=api_key)
         item = items[i % len(items)]
         target = Target(registry_address=registry, manifest_uri=item.anchored.manifest_uri, rpc_url=rpc_url)
+        content_type = content_type_for(item.path.name)
         started = time.perf_counter()
-        submitted = client.submit_inline("verify", item.path, target, content_type_for(item.path.name))
+        if flow == "upload":
+            created = client.create_upload("verify", target, item.path.name, content_type, item.path.stat().st_size)
+            client.upload_file(created["upload"], item.path, content_type)
+            job_id = created["jobId"]
+        else:
+            job_id = client.submit_inline(flow, item.path, target, content_type).job_id
         elapsed = time.perf_counter() - started
-        if submitted.job_id is None:
+        if job_id is None:
             raise SystemExit("the API answered in sync mode: no queue is configured")
-        return submitted.job_id, elapsed
+        return job_id, elapsed
 
     with ThreadPoolExecutor(concurrency, thread_name_prefix="client") as pool:
         results = list(pool.map(submit, range(jobs)))
@@ -192,9 +205,9 @@ def run_pipeline(stack: BenchStack, items: list[Item], args: argparse.Namespace,
     if counter:
         counter.start()
     cpu_before = cpu_seconds(stack.processes)
-    started = time.monotonic()
+    started, began_at = time.monotonic(), time.time()
     job_ids, enqueue = submit_all(stack, items, args.jobs, args.concurrency, args.api_key,
-                                  counter.proxy.url if counter else None)
+                                  counter.proxy.url if counter else None, getattr(args, "flow", "verify"))
     enqueue_wall = time.monotonic() - started
     say(f"  {len(job_ids)} jobs submitted in {enqueue_wall:.1f}s; waiting for them…")
     jobs = wait_for_jobs(stack, job_ids, since, args.api_key, args.poll_interval, args.timeout)
@@ -213,19 +226,97 @@ def run_pipeline(stack: BenchStack, items: list[Item], args: argparse.Namespace,
              for j in finished if j["startedAt"]]
     service = [(parse_time(j["completedAt"]) - parse_time(j["startedAt"])).total_seconds()
                for j in finished if j["startedAt"]]
-    statuses = Counter((j.get("result") or {}).get("status") or f"job {j['status']}" for j in ordered)
+    statuses = Counter(_verdict(j.get("result") or {}) or f"job {j['status']}" for j in ordered)
 
     ids = set(job_ids)
+    invocations = [r for r in runner_log_records(stack.runner_log, "runner invocation") if ids & set(r["job_ids"])]
+    ended_at = time.time()
+    schedules = [r for r in runner_log_records(stack.runner_log, "runner schedule") if began_at <= r["at"] <= ended_at]
     hashed = [r["seconds"] for r in runner_log_records(stack.runner_log, "upload hashed", ids)]
+    retry_causes = Counter(f"{r.get('code')}: {r.get('detail') or r.get('error')}"[:160]
+                           for r in runner_log_records(stack.runner_log, "transient failure; retry scheduled", ids))
     executed = [r["duration_ms"] / 1000 for r in runner_log_records(stack.runner_log, "job completed", ids)]
     return {
         "wall": wall, "enqueue_wall": enqueue_wall, "span": span, "jobs_per_s": len(job_ids) / span,
         "enqueue": enqueue, "completion": completion, "waits": waits, "service": service,
         "statuses": statuses, "failed": failed, "retried": sum(1 for j in ordered if j.get("retryCount")),
-        "hashed": hashed, "executed": executed, "calls": calls,
+        "hashed": hashed, "executed": executed, "calls": calls, "retry_causes": retry_causes,
         "cached": sum(1 for j in ordered if ((j.get("result") or {}).get("evidence") or {}).get("cached")),
         "cpu": {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after},
+        "invocations": len(invocations), "records": sum(r["records"] for r in invocations),
+        # the runner's poll threads outside the handler (receive, delete): what Lambda's event
+        # source mapping does on AWS, outside the function; includes the idle polls before each
+        "poll_cpu": sum(r["poll_cpu_seconds"] for r in invocations),
+        # the sweep and the reconciler, which are functions of their own on AWS
+        "schedule_cpu": sum(r["cpu_seconds"] for r in schedules),
     }
+
+
+def worker_cpu(run: dict[str, Any]) -> tuple[float, float | None]:
+    """The runner's CPU seconds in a run, and the same less its poll loop and its schedules: the
+    handler's (None when unknown)."""
+    total = run["cpu"].get(RUNNER, 0.0)
+    return total, (total - run["poll_cpu"] - run["schedule_cpu"]) if run.get("invocations") else None
+
+
+def _verdict(result: dict[str, Any]) -> str | None:
+    """A verify result's status, or a proof's verification status."""
+    return result.get("status") or (result.get("verification") or {}).get("status")
+
+
+# --- what a job costs in requests and transactions -------------------------------------------
+
+@dataclass(frozen=True)
+class Costs:
+    flow: str
+    jobs: int
+    requests: Counter | None  # S3/SQS requests by name; None when not counted (not moto)
+    transactions: Transactions | None  # None when not counted (attached stack)
+    invocations: int  # worker invocations that carried the round's jobs
+
+
+def count_flow(stack: BenchStack, items: list[Item], args: argparse.Namespace, flow: str,
+               counter: CallCounter) -> Costs:
+    """A short round of `flow` jobs with moto's recorder and Postgres' statement log on; its
+    timings are not reported (the logging costs CPU)."""
+    own = stack.stack
+    requests_counter = RequestCounter(stack.endpoints["aws_endpoint_url"]) \
+        if own is not None and stack.endpoints.get("backend") == "moto" else None
+    tx_counter = TransactionCounter(stack.endpoints["database_url"], own.postgres.data_dir / POSTGRES_LOG) \
+        if own is not None and own.postgres is not None else None
+    if tx_counter:
+        tx_counter.start()
+        time.sleep(0.5)  # the servers' sessions take the new setting at their next command
+    if requests_counter:
+        requests_counter.start()
+    run = run_pipeline(stack, items, argparse.Namespace(**{**vars(args), "jobs": args.count_jobs, "flow": flow}), counter)
+    requests_seen = requests_counter.read() if requests_counter else None
+    transactions = tx_counter.read() if tx_counter else None
+    if run["failed"]:
+        raise SystemExit(f"{len(run['failed'])} {flow} jobs of the counting round did not complete")
+    return Costs(flow, args.count_jobs, requests_seen, transactions, run["invocations"])
+
+
+def print_costs(costs: list[Costs]) -> None:
+    print("  per job, from submit to completed (counting rounds; moto's recorder, Postgres' statement log):")
+    for cost in costs:
+        print(f"    {cost.flow} ({cost.jobs} jobs)")
+        if cost.requests is not None:
+            served = {name: n for name, n in cost.requests.items() if name != "moto-api"}
+            total = sum(served.values())
+            print(f"      S3/SQS requests     {total / cost.jobs:5.2f}   "
+                  + ", ".join(f"{name} {n / cost.jobs:.2f}" for name, n in sorted(served.items(), key=lambda kv: -kv[1])))
+            receives = served.get("SQS ReceiveMessage", 0)
+            print(f"        less the runner's receives (its polling: the event source mapping's on AWS) "
+                  f"{(total - receives) / cost.jobs:.2f}; with one receive per invocation instead "
+                  f"{(total - receives + cost.invocations) / cost.jobs:.2f} ({cost.invocations} invocations)")
+        else:
+            print("      S3/SQS requests     not counted (moto's recorder only)")
+        tx = cost.transactions
+        if tx is not None:
+            print(f"      DB transactions     worker {tx.side('worker') / cost.jobs:.2f}, API {tx.side('api') / cost.jobs:.2f}, "
+                  f"other {tx.by_name.get('other', 0) / cost.jobs:.2f}; statements {tx.statements / cost.jobs:.2f}")
+            print("        " + ", ".join(f"{name} {n / cost.jobs:.2f}" for name, n in sorted(tx.by_name.items(), key=lambda kv: -kv[1])))
 
 
 # --- the same work without the queue ---------------------------------------------------------
@@ -375,7 +466,12 @@ def print_round(number: int, stack: BenchStack, args: argparse.Namespace, cache:
               f"({stack.workers} workers / mean {mean_service * 1000:.0f} ms in the worker)")
     print(f"  results                   {dict(sorted(pipe['statuses'].items()))}; jobs retried: {pipe['retried']}; "
           f"served from the result cache: {pipe['cached']}")
+    for cause, count in pipe["retry_causes"].most_common():
+        print(f"    retried ({count}): {cause}")
     print_calls(pipe["calls"], args.jobs)
+    if pipe["invocations"]:
+        print(f"  worker invocations        {1000 * pipe['invocations'] / args.jobs:.0f} per 1,000 jobs "
+              f"({pipe['records'] / pipe['invocations']:.2f} records per invocation)")
     print_cpu(pipe["cpu"], pipe["wall"], args.jobs)
     print("in-process, in a process of its own (sha256_stream + verify_hash; same files, chain and IPFS node)")
     print(f"  wall time                 {inproc['wall']:.2f} s")
@@ -389,8 +485,17 @@ def print_round(number: int, stack: BenchStack, args: argparse.Namespace, cache:
     print(f"  throughput                {here['jobs_per_s']:.2f} jobs/s")
     print(f"  results                   {dict(sorted(here['statuses'].items()))}")
     ratio = pipe["jobs_per_s"] / inproc["jobs_per_s"]
-    print(f"pipeline / in-process       {ratio:.2f} ({100 * ratio:.0f}%; target >= 50%)   "
+    print(f"pipeline / in-process       {ratio:.2f} ({100 * ratio:.0f}%; goal >= 60%)   "
           f"against the benchmark-process variant: {pipe['jobs_per_s'] / here['jobs_per_s']:.2f}")
+    total, handler = worker_cpu(pipe)
+    verifier = inproc["cpu"].get(VERIFIER, 0.0) / args.jobs
+    print(f"worker CPU per job          {1000 * total / args.jobs:.1f} ms, {total / args.jobs / verifier:.2f}x the "
+          f"in-process verifier's {1000 * verifier:.1f} ms (goal <= 1.3x)")
+    if handler is not None:
+        print(f"  the handler's share       {1000 * handler / args.jobs:.1f} ms, {handler / args.jobs / verifier:.2f}x "
+              f"(less, by thread CPU time, the poll threads' CPU outside the handler, "
+              f"{1000 * pipe['poll_cpu'] / args.jobs:.1f} ms per job: Lambda's event source mapping on AWS; "
+              f"and the schedules', {1000 * pipe['schedule_cpu'] / args.jobs:.1f} ms per job: functions of their own)")
 
 
 def check(pipe: dict[str, Any], inproc: dict[str, Any], here: dict[str, Any], jobs: int) -> list[str]:
@@ -407,7 +512,8 @@ def check(pipe: dict[str, Any], inproc: dict[str, Any], here: dict[str, Any], jo
 
 
 def run_pass(args: argparse.Namespace, cache: str, app_env: dict[str, str], files_dir: Path) -> tuple[list[Round], list[str]]:
-    """Warm-up and rounds on one stack: our own with the given settings, or the attached one."""
+    """Warm-up, counting rounds and measured rounds on one stack: our own with the given settings
+    (`cache` names them), or the attached one."""
     rounds: list[Round] = []
     problems: list[str] = []
     with bench_stack(attach=args.attach, workers=args.workers, backend=args.backend, api_key=args.api_key,
@@ -416,12 +522,18 @@ def run_pass(args: argparse.Namespace, cache: str, app_env: dict[str, str], file
         counter = CallCounter(stack, proxy)
         try:
             say(f"anchoring {args.files} files of {args.file_size} bytes…")
-            items = make_items(stack, files_dir / cache, args.files, args.file_size)
+            directory = files_dir / f"pass-{len(list(files_dir.iterdir()))}"
+            directory.mkdir()
+            items = make_items(stack, directory, args.files, args.file_size)
             if args.warmup:
                 say(f"warm-up: {args.warmup} jobs through the pipeline and in-process…")
                 warm = argparse.Namespace(**{**vars(args), "jobs": args.warmup})
                 run_pipeline(stack, items, warm, counter)
                 run_in_bench_process(stack, items, args.warmup, args.concurrency, proxy.url)
+            costs = []
+            for flow in filter(None, args.count_flows.split(",")):
+                say(f"{cache}: counting the requests and transactions of {args.count_jobs} {flow} jobs…")
+                costs.append(count_flow(stack, items, args, flow, counter))
             for number in range(1, args.rounds + 1):
                 say(f"round {number}, cache {cache}: pipeline…")
                 pipe = run_pipeline(stack, items, args, counter)
@@ -429,6 +541,8 @@ def run_pass(args: argparse.Namespace, cache: str, app_env: dict[str, str], file
                 inproc = run_in_own_process(stack, items, args.jobs, args.concurrency, counter)
                 here = run_in_bench_process(stack, items, args.jobs, args.concurrency, proxy.url)
                 print_round(number, stack, args, cache, app_env, pipe, inproc, here)
+                if costs:
+                    print_costs(costs)
                 sys.stdout.flush()
                 problems += check(pipe, inproc, here, args.jobs)
                 rounds.append(Round(cache, pipe["wall"], pipe["jobs_per_s"], inproc["jobs_per_s"],
@@ -473,29 +587,48 @@ def main(argv: list[str] | None = None) -> int:
     add_workload_arguments(parser)
     parser.add_argument("--rounds", type=int, default=1, help="measure this many times on each stack (default 1)")
     parser.add_argument("--runner-log", help="with --attach: the runner's log file, for the worker's stage times")
-    parser.add_argument("--cache", choices=["both", "on", "off"], default="both",
-                        help="result cache of our own stack: off then on, on two stacks (default), or one of them")
+    parser.add_argument("--cache", choices=["both", "on", "off"], default="off",
+                        help="result cache of our own stack: off (default), on, or off then on")
+    parser.add_argument("--batch-sizes", default="1,10",
+                        help="WORKER_BATCH_SIZE of our own stack, one stack each (default 1,10)")
+    parser.add_argument("--batch-workers", type=int, default=2,
+                        help="runner poll threads for batch sizes above 1 (default 2): Lambda runs each invocation "
+                             "in a container of its own, the runner as threads of one process, so 8 threads with "
+                             "batches of 10 would be 80 jobs on one GIL")
+    parser.add_argument("--count-jobs", type=int, default=40, help="jobs per counting round (default 40)")
+    parser.add_argument("--count-flows", default=",".join(FLOWS),
+                        help=f"flows whose requests and transactions are counted (default {','.join(FLOWS)}; '' for none)")
     parser.add_argument("--app-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for the API and the workers of our own stack, e.g. DATABASE_POOL_MAX=8")
+    parser.add_argument("--peer", action="store_true",
+                        help="then run bench_peer (the original's shape beside this pipeline) with the same workload")
     parser.add_argument("--verifier", action="store_true", help=argparse.SUPPRESS)  # the in-process child
     args = parser.parse_args(argv)
     if args.verifier:
         return verifier_main()
     app_env = dict(item.split("=", 1) for item in args.app_env)
+    workers: dict[str, int] = {}
     if args.attach:
         passes = {"as the attached stack is configured": {}}
     else:
         modes = ("off", "on") if args.cache == "both" else (args.cache,)
-        passes = {mode: {"RESULT_CACHE_SECONDS": CACHE_SECONDS[mode], **app_env} for mode in modes}
+        passes = {f"cache {mode}, batch {size}": {"RESULT_CACHE_SECONDS": CACHE_SECONDS[mode],
+                                                   "WORKER_BATCH_SIZE": size, **app_env}
+                  for mode in modes for size in args.batch_sizes.split(",")}
+        workers = {label: args.workers if settings["WORKER_BATCH_SIZE"] == "1" else args.batch_workers
+                   for label, settings in passes.items()}
+        for label, settings in passes.items():  # a database connection for each job running at once
+            settings.setdefault("DATABASE_POOL_MAX", str(max(workers[label] * int(settings["WORKER_BATCH_SIZE"]), 4)))
 
     began = time.monotonic()
     files_dir = Path(tempfile.mkdtemp(prefix="iid-bench-files-"))
+    RequestCounter.prepare(files_dir)
     problems: list[str] = []
     rounds: list[Round] = []
     try:
         for cache, settings in passes.items():
-            (files_dir / cache).mkdir()
-            more_rounds, more_problems = run_pass(args, cache, settings, files_dir)
+            pass_args = argparse.Namespace(**{**vars(args), "workers": workers.get(cache, args.workers)})
+            more_rounds, more_problems = run_pass(pass_args, cache, settings, files_dir)
             rounds += more_rounds
             problems += more_problems
     finally:
@@ -503,6 +636,17 @@ def main(argv: list[str] | None = None) -> int:
     if len(rounds) > 1:
         print_summary(rounds)
     print(f"\nbenchmark wall time (stacks start to stop) {time.monotonic() - began:.1f} s")
+    if args.peer:
+        from tests.bench import bench_peer
+
+        print("\n=== bench_peer, in the same run ===")
+        sys.stdout.flush()
+        workload = ["--jobs", str(args.jobs), "--concurrency", str(args.concurrency), "--files", str(args.files),
+                    "--file-size", str(args.file_size), "--warmup", str(args.warmup),
+                    "--workers", str(args.batch_workers),  # its stack runs the default batches of 10
+                    "--backend", args.backend, "--rounds", str(args.rounds)]
+        if bench_peer.main(workload) != 0:
+            problems.append("bench_peer: some jobs did not come out OK")
     if problems:
         for problem in problems:
             print(f"FAILED: {problem}", file=sys.stderr)

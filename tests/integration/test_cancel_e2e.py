@@ -67,6 +67,9 @@ def test_cancelling_a_queued_and_a_processing_job_stops_both_with_no_result(stac
                   "manifestURI": f"{manifest.url}/manifest.json", "rpcUrl": rpc.url}
         running_id = lane.api.post("/api/verification-jobs/verify", **form(fields, data)).json()["jobId"]
         manifest.next_arrival()  # the lane's only worker is inside the job, fetching its manifest
+        # Its first beat wrote its progress: from then on each step is written and checks for a cancel.
+        wait_for(lambda: lane.api.get(f"/api/verification-jobs/{running_id}").json()["progress"],
+                 lambda progress: progress >= 10, what="the running job's first beat")
         queued_id = lane.api.post("/api/verification-jobs/verify", **form(fields, data)).json()["jobId"]
         assert lane.api.get(f"/api/verification-jobs/{running_id}").json()["status"] == "processing"
         assert lane.api.get(f"/api/verification-jobs/{queued_id}").json()["status"] == "queued"

@@ -257,10 +257,10 @@ def test_happy_path_with_retry(pg, store):
     assert store.mark_enqueued(job.id) is True
     assert store.get_job(job.id).last_enqueued_at is not None
 
-    first = store.start_attempt(job.id)
+    first = store.start_attempt(job.id, TOKEN_A, 60)
     assert first.status == "processing" and first.attempts == 1 and first.started_at is not None
-    assert store.set_content_hash(job.id, HASH) is True
-    assert store.get_job(job.id).progress == 10  # the "hashed" step comes with the hash
+    assert store.renew_lease(job.id, TOKEN_A, 60, progress=10, content_hash=HASH) is True
+    assert (store.get_job(job.id).progress, store.get_job(job.id).content_hash) == (10, HASH)  # a beat carries both
     assert store.set_progress(job.id, 30) is True
     assert store.set_progress(job.id, 10) is False  # never lowers
     assert store.get_job(job.id).progress == 30
@@ -296,7 +296,7 @@ def test_completed_never_goes_backwards(pg, store):
     assert store.schedule_retry(job.id, "boom", "X") is False
     assert store.fail_job(job.id, "boom", "X") is False
     assert store.set_progress(job.id, 99) is False
-    assert store.set_content_hash(job.id, "0x" + "22" * 32) is False
+    assert store.renew_lease(job.id, TOKEN_A, 60, progress=99, content_hash="0x" + "22" * 32) is False
     assert store.requeue_failed(job.id) is None
     assert store.requeue_dead_lettered([job.id]) == []
     assert store.mark_upload_received(job.id) is None

@@ -1,5 +1,6 @@
 """`chalice package` turns the app into a CloudFormation (SAM) template that passes cfn-lint,
-with a worker wired to each work queue (the proof one with its MaximumConcurrency) and the
+with a worker wired to each work queue (verify jobs in batches of 10 within a second; the proof
+one with its MaximumConcurrency, one proof per invocation) and the
 upload handler to the upload-events queue.
 
 Integration rather than unit: packaging downloads the Lambda (manylinux) wheels from PyPI.
@@ -45,6 +46,10 @@ def test_chalice_package_output_passes_cfn_lint(tmp_path: Path) -> None:
               for name, event in sqs_events.items() if "ScalingConfig" in event}
     assert list(capped.values()) == [2], sqs_events  # only the proof worker, at PROOF_MAX_CONCURRENCY
     assert "proof" in next(iter(capped)).lower()
+    workers = {name: (event["BatchSize"], event.get("MaximumBatchingWindowInSeconds"))
+               for name, event in sqs_events.items()
+               if any(handler in name.lower() for handler in ("verificationjob", "proofjob"))}
+    assert sorted(workers.values()) == [(1, 1), (10, 1)], sqs_events  # PROOF_/WORKER_BATCH_SIZE, the window
     with zipfile.ZipFile(out / "deployment.zip") as bundle:
         names = set(bundle.namelist())
         unzipped = sum(entry.file_size for entry in bundle.infolist())

@@ -100,11 +100,13 @@ class FakeStore:
         self.leases.pop(job_id, None)
         self.retry_at.pop(job_id, None)
 
-    def renew_lease(self, job_id: str, lease_token: str, lease_seconds: float) -> bool:
+    def renew_lease(self, job_id: str, lease_token: str, lease_seconds: float, progress: int = 0,
+                    content_hash: str | None = None) -> bool:
         job = self._when(job_id, (PROCESSING,))
         if job is None or self.leases.get(job.id, (None,))[0] != lease_token:
             return False
         self.leases[job.id] = (lease_token, now() + timedelta(seconds=lease_seconds))
+        self.put(job, progress=max(job.progress, min(int(progress), 99)), content_hash=content_hash or job.content_hash)
         return True
 
     def lease_holder(self, job_id: str) -> Job | None:
@@ -123,17 +125,16 @@ class FakeStore:
         job = self._when(job_id, (PROCESSING,))
         return job is not None and job.progress < progress and bool(self.put(job, progress=progress))
 
-    def set_content_hash(self, job_id: str, content_hash: str) -> bool:
-        job = self._when(job_id, (QUEUED, PROCESSING))
-        return job is not None and bool(self.put(job, content_hash=content_hash, progress=max(job.progress, 10)))
-
-    def complete_job(self, job_id: str, result: dict, history: dict) -> bool:
+    def complete_job(self, job_id: str, result: dict, history: dict, cache_key: CacheKey | None = None) -> bool:
         job = self._when(job_id, (QUEUED, PROCESSING, FAILED))
         if job is None:
             return False
-        self.put(job, status=COMPLETED, progress=100, result=result, error=None, error_code=None, completed_at=now())
+        self.put(job, status=COMPLETED, progress=100, result=result, error=None, error_code=None, completed_at=now(),
+                 content_hash=job.content_hash or history.get("file_hash"))
         self._end_attempt(job.id)
         self.history.append({"job_id": job.id, **history})
+        if cache_key is not None:
+            self.store_result(cache_key, result)
         return True
 
     def schedule_retry(self, job_id: str, error: str, code: str, retry_in_seconds: float = 0.0,

@@ -166,14 +166,35 @@ def test_processing_jobs_are_taken_again_after_a_crash(aws, store, app, verifica
     assert store.get_job(job.id).status == COMPLETED
 
 
+def short_lease(services, serve, store, monkeypatch) -> tuple[object, "threading.Event", list]:
+    """The app with a lease of 0.3 s (a beat every 0.1 s); an event set once the first beat
+    renewed the lease, and the list of renewals' results."""
+    import dataclasses
+    import threading
+
+    app = serve(dataclasses.replace(services, settings=dataclasses.replace(services.settings, lease_seconds=0.3)))
+    beaten, outcomes = threading.Event(), []
+    real_renew = store.renew_lease
+
+    def watched_renew(*args, **kwargs):
+        outcomes.append(real_renew(*args, **kwargs))
+        beaten.set()
+        return outcomes[-1]
+    monkeypatch.setattr(store, "renew_lease", watched_renew)
+    return app, beaten, outcomes
+
+
 @pytest.mark.parametrize("step_after_cancel", [True, False], ids=["cancelled-mid-run", "running-on"])
 def test_a_job_cancelled_while_running_is_abandoned_at_its_next_progress_write(
-        aws, store, app, monkeypatch, step_after_cancel):
-    """The verification core reports a step after the job was cancelled: the attempt stops, the
-    message is consumed, no result and no history row are written; nothing after that step runs."""
+        aws, store, services, serve, monkeypatch, step_after_cancel):
+    """The verification core reports a step after the job, running past its first beat, was
+    cancelled: the attempt stops, the message is consumed, no result and no history row are
+    written; nothing after that step runs."""
     reached = []
+    app, beaten, _ = short_lease(services, serve, store, monkeypatch)
 
     def verify(file_hash, manifest_uri, registry, rpc_url, settings, progress=None):
+        assert beaten.wait(30), "no beat"
         progress(30)
         store.cancel_job(job.id)
         if step_after_cancel:
@@ -188,6 +209,47 @@ def test_a_job_cancelled_while_running_is_abandoned_at_its_next_progress_write(
     assert reached == ["job cancelled while running; attempt abandoned"]
     cancelled = store.get_job(job.id)
     assert (cancelled.status, cancelled.result, store.history) == (CANCELLED, None, [])
+
+
+def test_a_cancel_noticed_by_a_beat_stops_the_attempt_at_its_next_step(aws, store, services, serve, monkeypatch):
+    reached = []
+    app, beaten, outcomes = short_lease(services, serve, store, monkeypatch)
+
+    def verify(file_hash, manifest_uri, registry, rpc_url, settings, progress=None):
+        store.cancel_job(job.id)
+        beaten.clear()
+        assert beaten.wait(30), "no beat after the cancel"
+        monkeypatch.setattr(store, "set_progress", lambda *args: pytest.fail("a step was written"))
+        progress(50)
+        reached.append("registry read")
+        return RESULT
+    monkeypatch.setattr(verification_core(), "verify_hash", verify)
+    job = submit(aws, store)
+    assert run_once(aws, app) is True
+    assert outcomes[-1] is False and reached == []
+    assert (store.get_job(job.id).status, store.history) == (CANCELLED, [])
+
+
+def test_a_job_done_within_its_first_beat_takes_its_lease_and_writes_its_result_and_nothing_else(
+        aws, store, app, verification, monkeypatch):
+    """No progress write, no lease renewal, no visibility change: two store calls and the
+    message's receive and delete."""
+    calls = []
+    for name in ("start_attempt", "complete_job", "set_progress", "renew_lease", "cached_result", "store_result",
+                 "get_job", "lease_holder"):
+        real = getattr(store, name)
+        monkeypatch.setattr(store, name, lambda *args, _real=real, _name=name, **kwargs: (
+            calls.append(_name), _real(*args, **kwargs))[1])
+    seen = []
+    real_sqs_call = aws.sqs._make_api_call
+    monkeypatch.setattr(aws.sqs, "_make_api_call", lambda operation, params: (
+        seen.append(operation), real_sqs_call(operation, params))[1])
+    job = submit(aws, store)
+    seen.clear()
+    assert run_once(aws, app) is True
+    assert calls == ["start_attempt", "complete_job"]
+    assert seen == ["ReceiveMessage", "DeleteMessageBatch"]
+    assert store.get_job(job.id).status == COMPLETED
 
 
 def test_a_progress_write_that_changes_nothing_on_a_running_job_does_not_stop_it(aws, store, app, monkeypatch):
@@ -245,16 +307,18 @@ def test_the_heartbeat_renews_the_lease_and_the_message_visibility(aws, store, s
     renewals: list[object] = []
     real_renew = store.renew_lease
 
-    def counting_renew(job_id, token, seconds):
+    def counting_renew(job_id, *args):
         renewals.append(store.leases[job_id][1])
         if len(renewals) >= 3:
             renewed.set()
-        return real_renew(job_id, token, seconds)
+        return real_renew(job_id, *args)
     monkeypatch.setattr(store, "renew_lease", counting_renew)
 
-    def held_verify(*args, **kwargs):
+    def held_verify(file_hash, manifest_uri, registry, rpc_url, settings, progress=None):
+        progress(30)
         assert renewed.wait(30), "the lease was not renewed"
         assert aws.count(aws.queue_url) == (0, 1)
+        assert store.get_job(job.id).progress == 30  # a long job's progress can be watched
         return RESULT
     monkeypatch.setattr(verification_core(), "verify_hash", held_verify)
     job = submit(aws, store)
