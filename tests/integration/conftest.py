@@ -51,6 +51,19 @@ def _backends() -> list[str]:
     return [b.strip() for b in chosen.split(",") if b.strip()]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test marked `emulator_neutral` checks what the emulator takes no part in (the chain, the
+    gateways, the database, the API's own answers): it runs on the first backend only, and its
+    copies for the other backends are deselected (the summary counts them), not skipped."""
+    first = _backends()[0] if _backends() else None
+    dropped = [item for item in items if item.get_closest_marker("emulator_neutral")
+               and getattr(item, "callspec", None) is not None
+               and item.callspec.params.get("stack", first) != first]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in dropped]
+
+
 @pytest.fixture(scope="session", params=_backends())
 def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     backend = request.param

@@ -14,7 +14,7 @@ SHORT_JOBS = os.environ.get("CHAOS_SHORT_JOBS", "100")
 
 @pytest.mark.timeout(900)
 def test_a_hundred_jobs_under_faults_end_settled_once_and_right(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["--jobs", SHORT_JOBS, "--rate", "1.5"])
+    code = main(["--jobs", SHORT_JOBS, "--rate", "3"])
     table = capsys.readouterr().out
     lines = table.strip().splitlines()
     faults = next(line for line in lines if line.startswith("faults injected"))

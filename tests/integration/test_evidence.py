@@ -23,7 +23,7 @@ from devstack.anvil import Anvil
 from tests.integration.conftest import extra_api, form
 from tests.integration.deepchain import DeepChainProxy
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.emulator_neutral]  # evidence from the chain and the gateways
 
 SECOND_CHAIN_ID = 84532
 CALL_BUDGET = 40

@@ -15,6 +15,7 @@ import os
 
 import hypothesis
 import jsonschema
+import pytest
 import requests
 import schemathesis
 from chalicelib.apidoc import DOCUMENT_PATH
@@ -23,6 +24,8 @@ from schemathesis.config._phases import DEFAULT_UNEXPECTED_METHODS
 from devstack.stack import Stack
 
 from tests.integration.conftest import API_KEY
+
+pytestmark = pytest.mark.emulator_neutral  # the API's answers against its document
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "25"))
 SYNC_OPERATIONS = {"POST /api/verify", "POST /api/proof"}

@@ -23,6 +23,8 @@ from tests.hostile import drip, gzip_bomb, peak_rss_mib, send_bomb
 from tests.integration.conftest import assert_error, aws_client
 from tests.integration.deepchain import DeepChainProxy
 
+pytestmark = pytest.mark.emulator_neutral  # hostile nodes and clients: the chain, gateways and the API's answers
+
 HUGE_HEAD = 2**40
 JOB_WAIT_SECONDS = 180  # bounds how long a broken deadline takes to fail the test
 BUDGET = Settings().rpc_call_budget  # the stack runs with the default

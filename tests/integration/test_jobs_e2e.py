@@ -373,6 +373,7 @@ def test_health_reports_every_dependency(api):
     assert body == {"status": "ok", "checks": {"database": "ok", "queue": "ok", "storage": "ok"}}
 
 
+@pytest.mark.emulator_neutral  # the database is what is down
 def test_health_names_the_dependency_that_is_down(stack, tmp_path):
     dead_database = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres?connect_timeout=1"
     with extra_api(stack, {"DATABASE_URL": dead_database}, tmp_path) as broken:

@@ -11,6 +11,8 @@ import pytest
 
 from tests.integration.conftest import API_KEY, assert_error, extra_api, form
 
+pytestmark = pytest.mark.emulator_neutral  # the limiter counts in the database
+
 STATS = "/api/verification-jobs/stats"
 
 

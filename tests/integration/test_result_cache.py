@@ -11,7 +11,7 @@ import pytest
 from tests.integration.conftest import form, history_rows, own_lane
 from tests.integration.deepchain import DeepChainProxy
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.emulator_neutral]  # the cache lives in the database
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ import pytest
 from devstack.anchoring import ipfs_add, new_funded_key, sign_manifest
 from tests.integration.conftest import form
 
+pytestmark = pytest.mark.emulator_neutral  # the synchronous endpoints use neither S3 nor SQS
+
 ZERO = "0x0000000000000000000000000000000000000000"
 
 
