@@ -1,6 +1,6 @@
 """`chalice package` turns the app into a CloudFormation (SAM) template that passes cfn-lint,
-with a worker wired to each work queue (the proof one with its MaximumConcurrency) and the
-upload handler to the upload-events queue.
+with a worker wired to each work queue (the proof one with its MaximumConcurrency, the large-file
+one with Lambda's 15-minute timeout) and the upload handler to the upload-events queue.
 
 Integration rather than unit: packaging downloads the Lambda (manylinux) wheels from PyPI.
 """
@@ -40,11 +40,22 @@ def test_chalice_package_output_passes_cfn_lint(tmp_path: Path) -> None:
         for resource in resources.values() if resource["Type"] == "AWS::Serverless::Function"
         for name, event in resource["Properties"].get("Events", {}).items() if event["Type"] == "SQS"
     }
-    assert len(sqs_events) == 3, sqs_events  # the verify queue, the proof queue, the upload events
+    assert len(sqs_events) == 4, sqs_events  # the verify, proof and large-file queues, the upload events
     capped = {name: event["ScalingConfig"]["MaximumConcurrency"]
               for name, event in sqs_events.items() if "ScalingConfig" in event}
     assert list(capped.values()) == [2], sqs_events  # only the proof worker, at PROOF_MAX_CONCURRENCY
     assert "proof" in next(iter(capped)).lower()
+    functions = {name: resource["Properties"] for name, resource in resources.items()
+                 if resource["Type"] == "AWS::Serverless::Function"}
+    timeouts = {name: properties["Timeout"] for name, properties in functions.items()
+                if any(e["Type"] == "SQS" for e in properties.get("Events", {}).values())}
+    large = {name: seconds for name, seconds in timeouts.items() if "large" in name.lower()}
+    assert list(large.values()) == [900], timeouts  # the large-file worker has Lambda's longest
+    [large_function] = [functions[name] for name in large]
+    [large_event] = large_function["Events"].values()
+    assert "large" in json.dumps(large_event["Properties"]["Queue"]), large_event  # wired to its own queue
+    assert large_function["MemorySize"] == 1769  # a whole vCPU for SHA-256 (Lambda's CPU follows memory)
+    assert (timeouts["ProcessVerificationJob"], timeouts["ProcessProofJob"]) == (60, 60), timeouts
     with zipfile.ZipFile(out / "deployment.zip") as bundle:
         names = set(bundle.namelist())
         unzipped = sum(entry.file_size for entry in bundle.infolist())
