@@ -22,6 +22,10 @@ from chalicelib.errors import PermanentError, TransientError
 from chalicelib.vocabulary import MAX_UPLOAD_PARTS, MIN_UPLOAD_PART_BYTES, STORAGE_UNAVAILABLE, UPLOAD_MISSING
 
 READ_CHUNK = 1024 * 1024
+# Presigned POSTs and part URLs signed with SigV4: botocore still presigns S3 with SigV2 by default
+# (for backwards compatibility), which leaves some parameters unsigned and which newer regions and
+# S3's own deprecation refuse.
+S3_OPTIONS = {"signature_version": "s3v4"}
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,7 @@ def bare_etag(etag: str) -> str:
 class Storage:
     def __init__(self, settings: Settings, s3: Any = None) -> None:
         self.settings = settings
-        self.s3 = LazyClient("s3", s3)
+        self.s3 = LazyClient("s3", s3, S3_OPTIONS)
         self.bucket = settings.upload_bucket
 
     def object_key(self, job_id: str, inline: bool = False) -> str:

@@ -185,3 +185,13 @@ def test_every_queue_call_translates_a_missing_queue(aws, services):
 def test_no_dead_letter_queue_configured_reads_as_empty(aws):
     queue = WorkQueue(make_settings(aws, DEAD_LETTER_QUEUE_URL=None, PROOF_DEAD_LETTER_QUEUE_URL=None), aws.sqs)
     assert queue.peek_dead_letters() == [] and queue.depth().total.dead_letter == 0
+
+
+def test_presigned_urls_and_posts_are_signed_with_sigv4(aws):
+    """botocore presigns S3 with SigV2 unless told otherwise; the service's own client says s3v4."""
+    storage = Storage(make_settings(aws))  # its own client, made as in Lambda
+    upload_id = storage.start_multipart_upload("uploads/j", "video/mp4")
+    [url] = storage.presign_parts("uploads/j", upload_id, [1]).values()
+    assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url and "Signature=" not in url.replace("X-Amz-Signature=", "")
+    fields = storage.presign_upload("uploads/j", "video/mp4").fields
+    assert fields["x-amz-algorithm"] == "AWS4-HMAC-SHA256" and "signature" not in fields
