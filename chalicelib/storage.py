@@ -26,6 +26,10 @@ READ_CHUNK = 1024 * 1024
 # (for backwards compatibility), which leaves some parameters unsigned and which newer regions and
 # S3's own deprecation refuse.
 S3_OPTIONS = {"signature_version": "s3v4"}
+# Joining the parts of a very large upload takes S3 a while (it keeps the connection alive with
+# whitespace meanwhile; emulators send nothing until done): a long read timeout, and no automatic
+# retry, whose second attempt would find the upload gone while the first one is still writing it.
+JOIN_OPTIONS = {**S3_OPTIONS, "read_timeout": 300, "retries": {"max_attempts": 1, "mode": "standard"}}
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,7 @@ class Storage:
     def __init__(self, settings: Settings, s3: Any = None) -> None:
         self.settings = settings
         self.s3 = LazyClient("s3", s3, S3_OPTIONS)
+        self.s3_join = LazyClient("s3", s3, JOIN_OPTIONS)
         self.bucket = settings.upload_bucket
 
     def object_key(self, job_id: str, inline: bool = False) -> str:
@@ -217,7 +222,7 @@ class Storage:
         """Join the (part number, ETag) parts into the object; MultipartRefused when S3 says no."""
         listed = [{"PartNumber": number, "ETag": f'"{bare_etag(etag)}"'} for number, etag in parts]
         try:
-            self.s3().complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
+            self.s3_join().complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
                                                 MultipartUpload={"Parts": listed})
         except (ClientError, BotoCoreError) as exc:
             if isinstance(exc, ClientError) and error_code(exc) in PART_LIST_REFUSALS:
