@@ -7,24 +7,13 @@ settled state (the message waits on the large-file queue, none on the verify que
 starts and the job runs."""
 from __future__ import annotations
 
-import json
 import os
 
+from tests.bench._common import runner_log_records
 from tests.integration.conftest import history_rows, own_lane, queue_depth
 from tests.integration.test_multipart_e2e import PART, THRESHOLD, complete, create, put_parts
 
 LARGE_FILE_BYTES = THRESHOLD
-
-
-def logged(path, message: str, job_id: str) -> list[dict]:
-    """The JSON log records of `message` for the job, in order."""
-    records = []
-    for line in path.read_text(errors="replace").splitlines():
-        if job_id in line and message in line and line.lstrip().startswith("{"):
-            record = json.loads(line)
-            if record.get("message") == message and record.get("job_id") == job_id:
-                records.append(record)
-    return records
 
 
 def test_a_file_over_the_threshold_is_verified_on_the_large_lane_and_logs_each_part(stack, anchored, db,
@@ -49,8 +38,8 @@ def test_a_file_over_the_threshold_is_verified_on_the_large_lane_and_logs_each_p
         assert job["contentHash"] == item.content_hash and job["result"]["status"] == "OK"
         assert history_rows(db, created["jobId"]) == 1
 
-        parts = logged(lane.runner.log_path, "upload part hashed", created["jobId"])
+        parts = runner_log_records(lane.runner.log_path, "upload part hashed", {created["jobId"]})
         assert [p["part"] for p in parts] == [1, 2, 3]
         assert parts[-1]["bytes_done"] == len(data) and all(p["seconds"] >= 0 for p in parts)
-        [summary] = logged(lane.runner.log_path, "upload hashed", created["jobId"])
+        [summary] = runner_log_records(lane.runner.log_path, "upload hashed", {created["jobId"]})
         assert summary["bytes"] == len(data)
