@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+import queue
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,6 +24,7 @@ from chalicelib.errors import PermanentError, TransientError
 from chalicelib.vocabulary import MAX_UPLOAD_PARTS, MIN_UPLOAD_PART_BYTES, STORAGE_UNAVAILABLE, UPLOAD_MISSING
 
 READ_CHUNK = 1024 * 1024
+READ_AHEAD_CHUNKS = 4  # a streamed GET is read this many chunks ahead of the hash, in a thread of its own
 # Presigned POSTs and part URLs signed with SigV4: botocore still presigns S3 with SigV2 by default
 # (for backwards compatibility), which leaves some parameters unsigned and which newer regions and
 # S3's own deprecation refuse.
@@ -130,8 +133,8 @@ class Storage:
                 "the uploaded file is gone from storage (expired or deleted); submit the file again",
                 UPLOAD_MISSING,
             )
-        if parallel <= 1:  # one GET, streamed
-            return int(first["ContentLength"]), _chunks(first["Body"])
+        if parallel <= 1:  # one GET, streamed, read ahead of the hash so that both run at once
+            return int(first["ContentLength"]), _read_ahead(_chunks(first["Body"]), READ_AHEAD_CHUNKS)
         size = _total_size(first)
         head = _read_all(first["Body"])
         if part_seconds is not None:
@@ -247,6 +250,51 @@ def _chunks(body: BinaryIO) -> Iterator[bytes]:
         raise TransientError("the upload stream broke", STORAGE_UNAVAILABLE, detail=str(exc)) from exc
     finally:
         body.close()
+
+
+def _read_ahead(chunks: Iterator[bytes], depth: int) -> Iterator[bytes]:
+    """The chunks in order, read by a thread of their own into a queue of at most `depth`: the
+    socket's reads (which let go of the GIL) overlap the consumer's hashing (which does too), so the
+    pace is the slower of the two rather than their sum. A read error comes out where it happened;
+    a consumer that stops early stops the reader."""
+    buffer: queue.Queue[tuple[str, Any]] = queue.Queue(depth)
+    stopping = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stopping.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for chunk in chunks:
+                if not put(("chunk", chunk)):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(("error", exc))
+            return
+        put(("end", None))
+
+    reader = threading.Thread(target=read, name="s3-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, value = buffer.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stopping.set()
+        reader.join()
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 def _total_size(response: dict[str, Any]) -> int:
