@@ -29,10 +29,12 @@ READ_AHEAD_CHUNKS = 4  # a streamed GET is read this many chunks ahead of the ha
 # (for backwards compatibility), which leaves some parameters unsigned and which newer regions and
 # S3's own deprecation refuse.
 S3_OPTIONS = {"signature_version": "s3v4"}
-# Joining the parts of a very large upload takes S3 a while (it keeps the connection alive with
-# whitespace meanwhile; emulators send nothing until done): a long read timeout, and no automatic
-# retry, whose second attempt would find the upload gone while the first one is still writing it.
-JOIN_OPTIONS = {**S3_OPTIONS, "read_timeout": 300, "retries": {"max_attempts": 1, "mode": "standard"}}
+# Listing and joining the parts of a very large upload can take a while (S3 keeps a join's
+# connection alive with whitespace meanwhile; moto answers either only when done, past 30 s for
+# 5 GiB on a loaded machine): a long read timeout, and for the join no automatic retry, whose
+# second attempt would find the upload gone while the first one is still writing the object.
+PARTS_OPTIONS = {**S3_OPTIONS, "read_timeout": 300}
+JOIN_OPTIONS = {**PARTS_OPTIONS, "retries": {"max_attempts": 1, "mode": "standard"}}
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class Storage:
     def __init__(self, settings: Settings, s3: Any = None) -> None:
         self.settings = settings
         self.s3 = LazyClient("s3", s3, S3_OPTIONS)
+        self.s3_parts = LazyClient("s3", s3, PARTS_OPTIONS)
         self.s3_join = LazyClient("s3", s3, JOIN_OPTIONS)
         self.bucket = settings.upload_bucket
 
@@ -211,7 +214,8 @@ class Storage:
         (completed or aborted)."""
         parts: list[ReceivedPart] = []
         try:
-            pages = self.s3().get_paginator("list_parts").paginate(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            pages = self.s3_parts().get_paginator("list_parts").paginate(Bucket=self.bucket, Key=key,
+                                                                         UploadId=upload_id)
             for page in pages:
                 parts.extend(ReceivedPart(int(p["PartNumber"]), bare_etag(p["ETag"]), int(p["Size"]))
                              for p in page.get("Parts", []))
