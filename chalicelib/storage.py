@@ -30,9 +30,9 @@ READ_AHEAD_CHUNKS = 4  # a streamed GET is read this many chunks ahead of the ha
 # S3's own deprecation refuse.
 S3_OPTIONS = {"signature_version": "s3v4"}
 # Listing and joining the parts of a very large upload can take a while (S3 keeps a join's
-# connection alive with whitespace meanwhile; moto answers either only when done, past 30 s for
-# 5 GiB on a loaded machine): a long read timeout, and for the join no automatic retry, whose
-# second attempt would find the upload gone while the first one is still writing the object.
+# connection alive with whitespace meanwhile; moto answers only when done: 41-63 s to join 5 GiB
+# in the benchmark): a long read timeout, and for the join no automatic retry, whose second
+# attempt would find the upload gone while the first one is still writing the object.
 PARTS_OPTIONS = {**S3_OPTIONS, "read_timeout": 300}
 JOIN_OPTIONS = {**PARTS_OPTIONS, "retries": {"max_attempts": 1, "mode": "standard"}}
 
