@@ -143,6 +143,14 @@ def process_proof_job(event: SQSEvent) -> None:
     worker.process_event(services(), event.to_dict())
 
 
+@app.on_sqs_message(queue=settings().large_queue_name, batch_size=1)
+def process_large_job(event: SQSEvent) -> None:
+    """The worker for files over LARGE_FILE_BYTES (either job type): the same code as the others,
+    with Lambda's 15-minute limit and more memory (so more CPU and network) in .chalice/config.json,
+    so that a 20 GiB upload can be hashed before the function times out."""
+    worker.process_event(services(), event.to_dict())
+
+
 @app.on_sqs_message(queue=settings().upload_events_queue_name, batch_size=10)
 def upload_arrived(event: SQSEvent) -> None:
     """A presigned upload landed: queue its job. The bucket notifies this queue (see

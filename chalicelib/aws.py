@@ -29,9 +29,10 @@ class LazyClient:
     Made late so that a failure to make it (no region, bad endpoint) is a dependency failure
     of the request that needed it, answered in the contract's shape."""
 
-    def __init__(self, service: str, client: Any = None) -> None:
+    def __init__(self, service: str, client: Any = None, options: dict[str, Any] | None = None) -> None:
         self.service = service
         self.client = client
+        self.options = {**CLIENT_OPTIONS, **(options or {})}  # botocore Config arguments
 
     def __call__(self) -> Any:
         if self.client is None:
@@ -39,7 +40,7 @@ class LazyClient:
             from botocore.config import Config
 
             try:
-                self.client = boto3.session.Session().client(self.service, config=Config(**CLIENT_OPTIONS))
+                self.client = boto3.session.Session().client(self.service, config=Config(**self.options))
             except BotoCoreError:  # no region, bad credentials profile, ...: already botocore's
                 raise
             except ValueError as exc:  # a bad endpoint URL

@@ -25,6 +25,9 @@ STACK_OUTPUT_ENVIRONMENT = {
     "ProofQueueUrl": "PROOF_QUEUE_URL",
     "ProofQueueName": "PROOF_QUEUE_NAME",
     "ProofDeadLetterQueueUrl": "PROOF_DEAD_LETTER_QUEUE_URL",
+    "LargeQueueUrl": "LARGE_QUEUE_URL",
+    "LargeQueueName": "LARGE_QUEUE_NAME",
+    "LargeDeadLetterQueueUrl": "LARGE_DEAD_LETTER_QUEUE_URL",
     "UploadEventsQueueUrl": "UPLOAD_EVENTS_QUEUE_URL",
     "UploadEventsQueueName": "UPLOAD_EVENTS_QUEUE_NAME",
 }
@@ -85,6 +88,12 @@ class Settings:
     proof_dead_letter_queue_url: str | None = None
     proof_queue_name: str = "internetid-verification-proof"
     proof_max_concurrency: int = 2  # the proof worker's MaximumConcurrency (Lambda's minimum is 2)
+    # Jobs whose file is over LARGE_FILE_BYTES (verify or proof) go to the large-file lane, read by a
+    # worker with a 15-minute limit; without LARGE_QUEUE_URL they stay on their type's queue.
+    large_queue_url: str | None = None
+    large_dead_letter_queue_url: str | None = None
+    large_queue_name: str = "internetid-verification-large"
+    large_file_bytes: int = 512 * MIB
     upload_events_queue_url: str | None = None
     upload_events_queue_name: str = "internetid-verification-upload-events"
     database_pool_max: int = 4
@@ -167,6 +176,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         proof_dead_letter_queue_url=_str(env.get("PROOF_DEAD_LETTER_QUEUE_URL")),
         proof_queue_name=env.get("PROOF_QUEUE_NAME") or d.proof_queue_name,
         proof_max_concurrency=_int(env.get("PROOF_MAX_CONCURRENCY"), d.proof_max_concurrency),
+        large_queue_url=_str(env.get("LARGE_QUEUE_URL")),
+        large_dead_letter_queue_url=_str(env.get("LARGE_DEAD_LETTER_QUEUE_URL")),
+        large_queue_name=env.get("LARGE_QUEUE_NAME") or d.large_queue_name,
+        large_file_bytes=_int(env.get("LARGE_FILE_BYTES"), d.large_file_bytes),
         upload_events_queue_url=_str(env.get("UPLOAD_EVENTS_QUEUE_URL")),
         upload_events_queue_name=env.get("UPLOAD_EVENTS_QUEUE_NAME") or d.upload_events_queue_name,
         database_pool_max=_int(env.get("DATABASE_POOL_MAX"), d.database_pool_max),

@@ -6,20 +6,22 @@ A failed send leaves a `queued` row with no `last_enqueued_at`, which the sweepe
 from __future__ import annotations
 
 from chalicelib.errors import TransientError
+from chalicelib.jobs import Job
 from chalicelib.telemetry import logger
 from chalicelib.wiring import Services
 
 
-def enqueue_job(services: Services, job_id: str, job_type: str) -> bool:
-    """Send a recorded job's message to the queue of its type; False when the send failed (the
-    sweeper sends it later, so the request that recorded the job still succeeds)."""
+def enqueue_job(services: Services, job: Job) -> bool:
+    """Send a recorded job's message to the queue of its lane (its type's, or the large-file lane's:
+    `queue.lane_key`); False when the send failed (the sweeper sends it later, so the request that
+    recorded the job still succeeds)."""
     try:
-        services.queue.send(job_id, job_type)
+        services.queue.send(job)
     except TransientError as exc:
-        logger.warning("enqueue failed; the sweeper will re-send", extra={"job_id": job_id, "error": exc.message})
+        logger.warning("enqueue failed; the sweeper will re-send", extra={"job_id": job.id, "error": exc.message})
         return False
     try:
-        services.store.mark_enqueued(job_id)
+        services.store.mark_enqueued(job.id)
     except TransientError as exc:  # the message is out: the job will run; only the record lags
-        logger.warning("job sent but not marked as sent", extra={"job_id": job_id, "error": exc.message})
+        logger.warning("job sent but not marked as sent", extra={"job_id": job.id, "error": exc.message})
     return True

@@ -84,7 +84,7 @@ def upload_arrived(services: Services, key: str, size: int | None) -> bool:
             return False
         logger.info("upload event for a job that is not awaiting upload (repeat or late)", extra={"job_id": job_id})
         return False
-    enqueue_job(services, job.id, job.type)
+    enqueue_job(services, job)
     return True
 
 
@@ -121,7 +121,7 @@ def sweep(services: Services) -> SweepReport:
     delete old objects, jobs and cached results."""
     store, settings, report = services.store, services.settings, SweepReport()
     for job in store.jobs_to_resend(settings.stuck_queued_seconds):
-        report.resent += enqueue_job(services, job.id, job.type)
+        report.resent += enqueue_job(services, job)
     for job in store.expire_uploads():
         report.uploads_expired += 1
         job_finished("Failed")

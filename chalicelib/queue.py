@@ -1,8 +1,12 @@
 """The SQS adapter for the work queues, their dead-letter queues and the upload-events queue:
 send, delay, delete, depth, scan, move.
 
-Each job type has a lane: its work queue and that queue's dead-letter queue (verify jobs on
-QUEUE_URL, proofs on PROOF_QUEUE_URL; a deployment without a proof queue runs both on one).
+Each job has a lane: a work queue and that queue's dead-letter queue. A job goes to its type's
+lane (verify jobs on QUEUE_URL, proofs on PROOF_QUEUE_URL; a deployment without a proof queue runs
+both on one), unless its file is over LARGE_FILE_BYTES: then to the large-file lane
+(LARGE_QUEUE_URL), whose worker has the time to hash it. `lane_key` is that rule, and every sender
+(enqueue, sweeper re-send, retry) and the worker's visibility changes go through it; a redrive
+sends a message back to the lane whose dead-letter queue held it.
 A message carries only `{"jobId": ...}`; everything else lives in the job row, so a message
 can be re-sent or redriven any number of times without carrying stale data. Every botocore
 failure comes out as TransientError(QUEUE_UNAVAILABLE).
@@ -12,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from chalicelib.aws import LazyClient, unavailable_as
 from chalicelib.config import Settings
@@ -24,6 +28,24 @@ from chalicelib.vocabulary import JOB_TYPES, PROOF, QUEUE_UNAVAILABLE, VERIFY
 MAX_VISIBILITY_SECONDS = 12 * 60 * 60 - 15 * 60
 SCAN_HIDE_SECONDS = 30  # a dead-letter scan hides what it has read, so each receive brings new ones
 BATCH = 10  # SQS's most messages per receive and per batch call
+LARGE = "large"  # the lane of jobs whose file is over LARGE_FILE_BYTES, whatever their type
+
+
+class Routable(Protocol):
+    """What a send and the lane rule read of a job (a Job has all three)."""
+
+    id: str
+    type: str
+    file_size: int | None
+
+
+def lane_key(job: Routable, large_file_bytes: int) -> str:
+    """The lane a job belongs to: LARGE for a file over `large_file_bytes`, else its job type. A
+    job's size is known before it is first queued (declared, inline, or from the S3 event), so
+    every send and visibility change of one job lands on the same queue."""
+    if job.type not in JOB_TYPES:
+        raise ValueError(f"unknown job type: {job.type!r}")
+    return LARGE if (job.file_size or 0) > large_file_bytes else job.type
 
 
 def message_body(job_id: str) -> str:
@@ -66,10 +88,12 @@ class QueueDepth:
 
 @dataclass(frozen=True)
 class Depths:
-    """The queues' figures, in all and per job type (lanes that share a queue count it once)."""
+    """The queues' figures, in all, per job type's lane (lanes that share a queue count it once),
+    and of the large-file lane when there is one (jobs of both types, counted there only)."""
 
     total: QueueDepth
     by_type: dict[str, QueueDepth] = field(default_factory=dict)
+    large: QueueDepth | None = None
 
 
 @dataclass(frozen=True)
@@ -88,15 +112,18 @@ class WorkQueue:
         verify = Lane(VERIFY, settings.queue_url, settings.dead_letter_queue_url)
         proof = Lane(PROOF, settings.proof_queue_url, settings.proof_dead_letter_queue_url) \
             if settings.proof_queue_url else Lane(PROOF, verify.url, verify.dead_letter_url)
-        self.lanes = {VERIFY: verify, PROOF: proof}
+        large = Lane(LARGE, settings.large_queue_url, settings.large_dead_letter_queue_url) \
+            if settings.large_queue_url else None
+        self.lanes = {VERIFY: verify, PROOF: proof, **({LARGE: large} if large else {})}
+        self.large_file_bytes = settings.large_file_bytes
         self.upload_events_url = settings.upload_events_queue_url
         self.upload_events_name = settings.upload_events_queue_name
         self.sqs = LazyClient("sqs", sqs)
 
-    def lane(self, job_type: str) -> Lane:
-        if job_type not in JOB_TYPES:
-            raise ValueError(f"unknown job type: {job_type!r}")
-        return self.lanes[job_type]
+    def lane(self, job: Routable) -> Lane:
+        """The job's lane by `lane_key`; without a large-file queue, its type's lane."""
+        key = lane_key(job, self.large_file_bytes)
+        return self.lanes.get(key) or self.lanes[job.type]
 
     def _distinct_lanes(self, attribute: str) -> list[Lane]:
         """One lane per distinct queue URL in `attribute` (a queue two lanes share counts once)."""
@@ -107,15 +134,15 @@ class WorkQueue:
                 seen[url] = lane
         return list(seen.values())
 
-    def send(self, job_id: str, job_type: str) -> None:
+    def send(self, job: Routable) -> None:
         with unavailable_as(QUEUE_UNAVAILABLE, "enqueue the job"):
-            self.sqs().send_message(QueueUrl=self.lane(job_type).url, MessageBody=message_body(job_id))
+            self.sqs().send_message(QueueUrl=self.lane(job).url, MessageBody=message_body(job.id))
 
-    def delay_redelivery(self, job_type: str, receipt_handle: str, seconds: int) -> None:
-        """Hold a message of `job_type`'s queue invisible for `seconds`: SQS redelivers it when they
+    def delay_redelivery(self, job: Routable, receipt_handle: str, seconds: int) -> None:
+        """Hold a message of the job's queue invisible for `seconds`: SQS redelivers it when they
         run out. Also the lease's heartbeat, which keeps a running job's message invisible."""
         with unavailable_as(QUEUE_UNAVAILABLE, "change the message's visibility"):
-            self.sqs().change_message_visibility(QueueUrl=self.lane(job_type).url, ReceiptHandle=receipt_handle,
+            self.sqs().change_message_visibility(QueueUrl=self.lane(job).url, ReceiptHandle=receipt_handle,
                                                  VisibilityTimeout=min(max(seconds, 0), MAX_VISIBILITY_SECONDS))
 
     def delete_upload_events(self, receipt_handles: list[str]) -> None:
@@ -170,9 +197,10 @@ class WorkQueue:
                 dead = self._attributes(lane.dead_letter_url, ["ApproximateNumberOfMessages"])
                 by_url[lane.dead_letter_url] = QueueDepth(dead_letter=int(dead.get("ApproximateNumberOfMessages", 0)))
         total = sum(by_url.values(), QueueDepth())
-        by_type = {job_type: by_url.get(lane.url or "", QueueDepth()) + by_url.get(lane.dead_letter_url or "", QueueDepth())
-                   for job_type, lane in self.lanes.items()}
-        return Depths(total=total, by_type=by_type)
+        by_lane = {key: by_url.get(lane.url or "", QueueDepth()) + by_url.get(lane.dead_letter_url or "", QueueDepth())
+                   for key, lane in self.lanes.items()}
+        return Depths(total=total, by_type={job_type: by_lane[job_type] for job_type in JOB_TYPES},
+                      large=by_lane.get(LARGE))
 
     def dead_letters_left(self) -> int:
         """Messages in the dead-letter queues, visible or hidden by a scan (what a redrive has left)."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+import queue
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,6 +24,17 @@ from chalicelib.errors import PermanentError, TransientError
 from chalicelib.vocabulary import MAX_UPLOAD_PARTS, MIN_UPLOAD_PART_BYTES, STORAGE_UNAVAILABLE, UPLOAD_MISSING
 
 READ_CHUNK = 1024 * 1024
+READ_AHEAD_CHUNKS = 4  # a streamed GET is read this many chunks ahead of the hash, in a thread of its own
+# Presigned POSTs and part URLs signed with SigV4: botocore still presigns S3 with SigV2 by default
+# (for backwards compatibility), which leaves some parameters unsigned and which newer regions and
+# S3's own deprecation refuse.
+S3_OPTIONS = {"signature_version": "s3v4"}
+# Listing and joining the parts of a very large upload can take a while (S3 keeps a join's
+# connection alive with whitespace meanwhile; moto answers only when done: 41-63 s to join 5 GiB
+# in the benchmark): a long read timeout, and for the join no automatic retry, whose second
+# attempt would find the upload gone while the first one is still writing the object.
+PARTS_OPTIONS = {**S3_OPTIONS, "read_timeout": 300}
+JOIN_OPTIONS = {**PARTS_OPTIONS, "retries": {"max_attempts": 1, "mode": "standard"}}
 
 
 @dataclass(frozen=True)
@@ -77,7 +90,9 @@ def bare_etag(etag: str) -> str:
 class Storage:
     def __init__(self, settings: Settings, s3: Any = None) -> None:
         self.settings = settings
-        self.s3 = LazyClient("s3", s3)
+        self.s3 = LazyClient("s3", s3, S3_OPTIONS)
+        self.s3_parts = LazyClient("s3", s3, PARTS_OPTIONS)
+        self.s3_join = LazyClient("s3", s3, JOIN_OPTIONS)
         self.bucket = settings.upload_bucket
 
     def object_key(self, job_id: str, inline: bool = False) -> str:
@@ -121,8 +136,8 @@ class Storage:
                 "the uploaded file is gone from storage (expired or deleted); submit the file again",
                 UPLOAD_MISSING,
             )
-        if parallel <= 1:  # one GET, streamed
-            return int(first["ContentLength"]), _chunks(first["Body"])
+        if parallel <= 1:  # one GET, streamed, read ahead of the hash so that both run at once
+            return int(first["ContentLength"]), _read_ahead(_chunks(first["Body"]), READ_AHEAD_CHUNKS)
         size = _total_size(first)
         head = _read_all(first["Body"])
         if part_seconds is not None:
@@ -199,7 +214,8 @@ class Storage:
         (completed or aborted)."""
         parts: list[ReceivedPart] = []
         try:
-            pages = self.s3().get_paginator("list_parts").paginate(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            pages = self.s3_parts().get_paginator("list_parts").paginate(Bucket=self.bucket, Key=key,
+                                                                         UploadId=upload_id)
             for page in pages:
                 parts.extend(ReceivedPart(int(p["PartNumber"]), bare_etag(p["ETag"]), int(p["Size"]))
                              for p in page.get("Parts", []))
@@ -213,7 +229,7 @@ class Storage:
         """Join the (part number, ETag) parts into the object; MultipartRefused when S3 says no."""
         listed = [{"PartNumber": number, "ETag": f'"{bare_etag(etag)}"'} for number, etag in parts]
         try:
-            self.s3().complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
+            self.s3_join().complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
                                                 MultipartUpload={"Parts": listed})
         except (ClientError, BotoCoreError) as exc:
             if isinstance(exc, ClientError) and error_code(exc) in PART_LIST_REFUSALS:
@@ -238,6 +254,51 @@ def _chunks(body: BinaryIO) -> Iterator[bytes]:
         raise TransientError("the upload stream broke", STORAGE_UNAVAILABLE, detail=str(exc)) from exc
     finally:
         body.close()
+
+
+def _read_ahead(chunks: Iterator[bytes], depth: int) -> Iterator[bytes]:
+    """The chunks in order, read by a thread of their own into a queue of at most `depth`: the
+    socket's reads (which let go of the GIL) overlap the consumer's hashing (which does too), so the
+    pace is the slower of the two rather than their sum. A read error comes out where it happened;
+    a consumer that stops early stops the reader."""
+    buffer: queue.Queue[tuple[str, Any]] = queue.Queue(depth)
+    stopping = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stopping.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for chunk in chunks:
+                if not put(("chunk", chunk)):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(("error", exc))
+            return
+        put(("end", None))
+
+    reader = threading.Thread(target=read, name="s3-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, value = buffer.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stopping.set()
+        reader.join()
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 def _total_size(response: dict[str, Any]) -> int:

@@ -47,6 +47,9 @@ from chalicelib.wiring import Services, verification
 # its lease has run out by the time SQS shows the message again, so that delivery runs the job
 # (rather than being put back, which would spend one of the message's receives).
 VISIBILITY_PER_LEASE = 1.5
+# The log says how long each part of an upload took to read and hash: its multipart part size, or
+# for a presigned POST this many bytes (the default part size).
+HASH_LOG_PART_BYTES = 64 * 1024 * 1024
 
 
 class RetryScheduled(Exception):
@@ -288,17 +291,28 @@ def _execute(attempt: Attempt) -> Verified:
 def _hash_object(services: Services, job: Job) -> str:
     """SHA-256 of the stored upload, read in parallel ranges and hashed in order; logs how long
     storage took to answer, how fast the bytes were hashed once they flowed (the worker's own
-    throughput), and how long the ranged GETs took (median and slowest)."""
+    throughput), how long the ranged GETs took (median and slowest), and for a file of several
+    parts how long each part took to read and hash, so that a slow stretch shows where it was."""
     requested = time.monotonic()
     part_seconds: list[float] = []
     size, chunks = services.storage.stream_object(job.object_key, part_seconds)
     first_byte: list[float] = []
+    part_bytes = job.upload_part_size or HASH_LOG_PART_BYTES
 
     def timed(stream: Iterator[bytes]) -> Iterator[bytes]:
+        done, part_started = 0, time.monotonic()
         for chunk in stream:
             if not first_byte:
                 first_byte.append(time.monotonic())
             yield chunk
+            done += len(chunk)
+            if size > part_bytes and (done // part_bytes > (done - len(chunk)) // part_bytes or done == size):
+                now = time.monotonic()
+                logger.info("upload part hashed", extra={
+                    "job_id": job.id, "part": -(-done // part_bytes) if done == size else done // part_bytes,
+                    "bytes_done": done, "bytes": size,
+                    "seconds": now - part_started})
+                part_started = now
 
     file_hash = sha256_stream(timed(chunks))
     done = time.monotonic()
@@ -349,7 +363,7 @@ def _hide(services: Services, job: Job, delivery: Delivery, seconds: int) -> Non
     refuses, the queue's own visibility timeout brings the message back instead: a retry sooner or
     later than planned, never a lost job."""
     try:
-        services.queue.delay_redelivery(job.type, delivery.receipt_handle, seconds)
+        services.queue.delay_redelivery(job, delivery.receipt_handle, seconds)
     except TransientError as exc:
         logger.warning("could not set the message's visibility", extra={"job_id": job.id, "error": exc.message})
 

@@ -13,7 +13,7 @@ This script reads the stack's outputs (``describe_stacks``; boto3 honours ``AWS_
 so the same command works against LocalStack or moto) and writes into ``.chalice/config.json``:
 
 * ``stages.<stage>.environment_variables``: the settings of ``STACK_OUTPUT_ENVIRONMENT``
-  (bucket, the verify and proof queues with their dead-letter queues, the upload-events queue;
+  (bucket, the verify, proof and large-file queues with their dead-letter queues, the upload-events queue;
   other variables already there are kept);
 * the functions' permissions, as ``autogen_policy: false`` and ``iam_policy_file:
   "policy-<stage>.json"`` for the stage, with ``.chalice/policy-<stage>.json`` holding the
@@ -29,7 +29,7 @@ policy itself stays available (``FunctionPolicyArn``) for anything else that run
 code, e.g. a role made by hand under ``manage_iam_role: false``.
 
 When ``.chalice/config.json`` does not exist yet, a complete one is created (app name, stage
-``dev`` with API Gateway stage ``api``, a 60 s timeout for the worker function); otherwise every
+``dev`` with API Gateway stage ``api``, the workers' timeouts: 60 s, 900 s for large files); otherwise every
 key that this script does not manage is kept as it was.
 """
 from __future__ import annotations
@@ -45,8 +45,8 @@ from chalicelib.config import STACK_OUTPUT_ENVIRONMENT
 
 DEFAULT_STACK_NAME = "internetid-verification-resources"
 APP_NAME = "internetid-verification"
-WORKER_FUNCTIONS = ("process_verification_job", "process_proof_job")  # one per work queue
-WORKER_TIMEOUT_SECONDS = 60
+# One worker per work queue, with its timeout: the large-file worker gets Lambda's longest.
+WORKER_TIMEOUTS_SECONDS = {"process_verification_job": 60, "process_proof_job": 60, "process_large_job": 900}
 
 # Stack output -> environment variable of the functions.
 OUTPUT_ENVIRONMENT = STACK_OUTPUT_ENVIRONMENT
@@ -91,7 +91,7 @@ def default_config(stage: str = "dev") -> dict:
                 "api_gateway_stage": "api",
                 "environment_variables": {},
                 "lambda_functions": {
-                    **{name: {"lambda_timeout": WORKER_TIMEOUT_SECONDS} for name in WORKER_FUNCTIONS},
+                    **{name: {"lambda_timeout": seconds} for name, seconds in WORKER_TIMEOUTS_SECONDS.items()},
                 },
             }
         },
@@ -124,9 +124,9 @@ def update_chalice_config(
     stage_config = config.setdefault("stages", {}).setdefault(stage, {})
     stage_config.setdefault("api_gateway_stage", "api")
     functions = stage_config.setdefault("lambda_functions", {})
-    for name in WORKER_FUNCTIONS:
+    for name, seconds in WORKER_TIMEOUTS_SECONDS.items():
         worker = functions.setdefault(name, {})
-        worker.setdefault("lambda_timeout", WORKER_TIMEOUT_SECONDS)
+        worker.setdefault("lambda_timeout", seconds)
         if "WorkerReservedConcurrency" in outputs:  # the template's cap on each worker's concurrency
             worker["reserved_concurrency"] = int(outputs["WorkerReservedConcurrency"])
     stage_config.setdefault("environment_variables", {}).update(environment_from_outputs(outputs))

@@ -81,7 +81,7 @@ def submit_job(services: Services, request: Request, job_type: str) -> Response:
     if upload is not None:
         key = services.storage.object_key(job_id, inline=True)
         services.storage.put_object(key, upload.data, upload.content_type)
-    services.store.create_job(
+    job = services.store.create_job(
         job_id=job_id, job_type=job_type, status=QUEUED, manifest_uri=target.manifest_uri,
         registry_address=target.registry_address, rpc_url=target.rpc_url,
         content_hash=submission.content_hash, object_key=key,
@@ -89,7 +89,7 @@ def submit_job(services: Services, request: Request, job_type: str) -> Response:
         content_type=upload.content_type if upload else None,
         file_size=len(upload.data) if upload else None,
     )
-    enqueue_job(services, job_id, job_type)
+    enqueue_job(services, job)
     body = {"mode": "async", "jobId": job_id, "status": QUEUED,
             "message": "Verification job queued successfully", "pollUrl": poll_url(job_id)}
     return json_response(body, 202, location=body["pollUrl"])
@@ -154,6 +154,8 @@ def stats(services: Services) -> Response:
             delayed = services.store.delayed_counts()
             body.update(available=True, **_depth_fields(depth.total, sum(delayed.values())),
                         byType={job_type: _depth_fields(d, delayed[job_type]) for job_type, d in depth.by_type.items()})
+            if depth.large is not None:  # its jobs' backoffs are counted in their type's `delayed`
+                body["largeFiles"] = _depth_fields(depth.large, 0)
     return json_response(body)
 
 
@@ -198,9 +200,10 @@ def retry_job(services: Services, request: Request, job_id: str) -> Response:
         raise ApiError(UPLOAD_MISSING, "the job's file is no longer stored; submit it again")
     if job.object_key is None and job.content_hash is None:
         raise ApiError(UPLOAD_MISSING, "the job's upload never arrived; create a new upload")
-    if services.store.requeue_failed(job.id) is None:
+    requeued = services.store.requeue_failed(job.id)
+    if requeued is None:
         raise ApiError(INVALID_STATE, "the job changed state meanwhile; poll it and try again")
-    enqueue_job(services, job.id, job.type)
+    enqueue_job(services, requeued)
     body = {"jobId": job.id, "status": QUEUED, "message": "Verification job re-queued", "pollUrl": poll_url(job.id)}
     return json_response(body, 202, location=body["pollUrl"])
 

@@ -15,6 +15,7 @@ from urllib.parse import urljoin
 import requests
 
 from internetid_cli.formdata import StreamingForm
+from internetid_cli.multipart import FilePart
 
 JOBS = "/api/verification-jobs"
 FINISHED = ("completed", "failed", "cancelled")
@@ -177,12 +178,14 @@ class ApiClient:
         response = self._send("GET", self.url(f"{poll_url}/upload"), "reading the upload")
         return _json(response, "reading the upload")
 
-    def put_part(self, url: str, data: bytes, attempts: int = 3) -> str:
-        """PUT one part to its presigned URL; the ETag storage answers. A broken connection or a
-        5xx is retried (a part may be sent again freely); a 4xx is final."""
+    def put_part(self, url: str, part: FilePart, attempts: int = 3) -> str:
+        """PUT one part to its presigned URL, streamed from the file; the ETag storage answers. A
+        broken connection or a 5xx is retried from the part's first byte (a part may be sent again
+        freely); a 4xx is final."""
         for attempt in range(1, attempts + 1):
+            part.rewind()
             try:
-                response = self.session.put(url, data=data, timeout=(self.timeout, max(self.timeout, 300.0)))
+                response = self.session.put(url, data=part, timeout=(self.timeout, max(self.timeout, 300.0)))
             except requests.RequestException as exc:
                 if attempt == attempts:
                     raise ClientError(f"uploading a part to storage: {exc}") from exc

@@ -12,14 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 HEAD_BYTES = 1024 * 1024
-PARALLEL_PARTS = 4  # parts in flight; each holds one part in memory
+PARALLEL_PARTS = 4  # parts in flight, each streamed from the file
+BLOCK_BYTES = 256 * 1024  # what a part in flight holds in memory at a time
 
 
 @dataclass(frozen=True)
@@ -87,21 +88,55 @@ def part_length(number: int, size: int, part_size: int) -> int:
     return min(part_size, size - (number - 1) * part_size)
 
 
-def read_part(path: Path, number: int, part_size: int) -> bytes:
-    with path.open("rb") as handle:
-        handle.seek((number - 1) * part_size)
-        return handle.read(part_size)
+class FilePart:
+    """One part of a file as a request body: `requests` sends it with its length as Content-Length
+    and reads it block by block, so a part in flight holds one block in memory, not the part.
+    `rewind` starts it over for a retried PUT. Not a general file view: no seek, tell or fileno
+    (which `requests` would take for the whole file's size)."""
+
+    def __init__(self, path: Path, number: int, part_size: int, size: int) -> None:
+        self.number = number
+        self.offset = (number - 1) * part_size
+        self.length = part_length(number, size, part_size)
+        self._handle = path.open("rb")
+        self.rewind()
+
+    def rewind(self) -> None:
+        self._handle.seek(self.offset)
+        self._left = self.length
+
+    def read(self, size: int = -1) -> bytes:
+        count = self._left if size is None or size < 0 else min(size, self._left)
+        data = self._handle.read(count)
+        self._left -= len(data)
+        return data
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[bytes]:
+        while block := self.read(BLOCK_BYTES):
+            yield block
+
+    def close(self) -> None:
+        self._handle.close()
 
 
-def send_parts(put_part: Callable[[str, bytes], str], path: Path, parts: Iterable[Mapping[str, Any]],
+def send_parts(put_part: Callable[[str, FilePart], str], path: Path, parts: Iterable[Mapping[str, Any]],
                part_size: int, on_sent: Callable[[int], None], workers: int = PARALLEL_PARTS) -> dict[int, str]:
-    """PUT each part (`{"partNumber", "url"}`) to its URL, `workers` at a time; part number -> ETag.
-    The first part that fails for good stops the rest (the parts sent stay, for a resume)."""
+    """PUT each part (`{"partNumber", "url"}`) to its URL, `workers` at a time, streamed from the
+    file; part number -> ETag. The first part that fails for good stops the rest (the parts sent
+    stay, for a resume)."""
+    size = path.stat().st_size
+
     def send(part: Mapping[str, Any]) -> tuple[int, str]:
         number = int(part["partNumber"])
-        data = read_part(path, number, part_size)
-        etag = put_part(str(part["url"]), data)
-        on_sent(len(data))
+        body = FilePart(path, number, part_size, size)
+        try:
+            etag = put_part(str(part["url"]), body)
+        finally:
+            body.close()
+        on_sent(len(body))
         return number, etag
 
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -130,6 +130,8 @@ class Stack:
             "dead_letter_queue_url": outputs["DeadLetterQueueUrl"],
             "proof_queue_url": outputs["ProofQueueUrl"],
             "proof_dead_letter_queue_url": outputs["ProofDeadLetterQueueUrl"],
+            "large_queue_url": outputs["LargeQueueUrl"],
+            "large_dead_letter_queue_url": outputs["LargeDeadLetterQueueUrl"],
             "upload_events_queue_url": outputs["UploadEventsQueueUrl"],
             "upload_events_dead_letter_queue_url": outputs["UploadEventsDeadLetterQueueUrl"],
         }

@@ -37,6 +37,12 @@ ALARM_NAMES = {
                                                f"{QUEUE_NAME}-proof"),
     f"{QUEUE_NAME}-proof-worker-errors": ("AWS/Lambda", "Errors", "FunctionName",
                                           "internetid-verification-dev-process_proof_job"),
+    f"{QUEUE_NAME}-large-dlq-depth": ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName",
+                                      f"{QUEUE_NAME}-large-dlq"),
+    f"{QUEUE_NAME}-large-oldest-message-age": ("AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName",
+                                               f"{QUEUE_NAME}-large"),
+    f"{QUEUE_NAME}-large-worker-errors": ("AWS/Lambda", "Errors", "FunctionName",
+                                          "internetid-verification-dev-process_large_job"),
     f"{QUEUE_NAME}-upload-events-dlq-depth": ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName",
                                               f"{QUEUE_NAME}-upload-events-dlq"),
 }
@@ -112,7 +118,9 @@ def test_queues_have_redrive_and_retention(aws):
     dlq = sqs.get_queue_attributes(QueueUrl=aws.outputs["DeadLetterQueueUrl"], AttributeNames=["All"])["Attributes"]
     assert int(dlq["MessageRetentionPeriod"]) == 14 * 24 * 3600
     assert dlq["QueueArn"] == aws.outputs["DeadLetterQueueArn"]
-    for queue, dead in (("ProofQueueUrl", "ProofDeadLetterQueueUrl"),
+    large = sqs.get_queue_attributes(QueueUrl=aws.outputs["LargeQueueUrl"], AttributeNames=["All"])["Attributes"]
+    assert int(large["VisibilityTimeout"]) >= 900  # at least the large-file worker's timeout
+    for queue, dead in (("ProofQueueUrl", "ProofDeadLetterQueueUrl"), ("LargeQueueUrl", "LargeDeadLetterQueueUrl"),
                         ("UploadEventsQueueUrl", "UploadEventsDeadLetterQueueUrl")):
         attrs = sqs.get_queue_attributes(QueueUrl=aws.outputs[queue], AttributeNames=["All"])["Attributes"]
         dead_arn = sqs.get_queue_attributes(QueueUrl=aws.outputs[dead], AttributeNames=["QueueArn"])["Attributes"]

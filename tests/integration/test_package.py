@@ -1,7 +1,7 @@
 """`chalice package` turns the app into a CloudFormation (SAM) template that passes cfn-lint,
 with a worker wired to each work queue (verify jobs in batches of 10 within a second; the proof
-one with its MaximumConcurrency, one proof per invocation) and the
-upload handler to the upload-events queue.
+one with its MaximumConcurrency, one proof per invocation; the large-file one with Lambda's
+15-minute timeout) and the upload handler to the upload-events queue.
 
 Integration rather than unit: packaging downloads the Lambda (manylinux) wheels from PyPI.
 """
@@ -41,7 +41,7 @@ def test_chalice_package_output_passes_cfn_lint(tmp_path: Path) -> None:
         for resource in resources.values() if resource["Type"] == "AWS::Serverless::Function"
         for name, event in resource["Properties"].get("Events", {}).items() if event["Type"] == "SQS"
     }
-    assert len(sqs_events) == 3, sqs_events  # the verify queue, the proof queue, the upload events
+    assert len(sqs_events) == 4, sqs_events  # the verify, proof and large-file queues, the upload events
     capped = {name: event["ScalingConfig"]["MaximumConcurrency"]
               for name, event in sqs_events.items() if "ScalingConfig" in event}
     assert list(capped.values()) == [2], sqs_events  # only the proof worker, at PROOF_MAX_CONCURRENCY
@@ -50,6 +50,17 @@ def test_chalice_package_output_passes_cfn_lint(tmp_path: Path) -> None:
                for name, event in sqs_events.items()
                if any(handler in name.lower() for handler in ("verificationjob", "proofjob"))}
     assert sorted(workers.values()) == [(1, 1), (10, 1)], sqs_events  # PROOF_/WORKER_BATCH_SIZE, the window
+    functions = {name: resource["Properties"] for name, resource in resources.items()
+                 if resource["Type"] == "AWS::Serverless::Function"}
+    timeouts = {name: properties["Timeout"] for name, properties in functions.items()
+                if any(e["Type"] == "SQS" for e in properties.get("Events", {}).values())}
+    large = {name: seconds for name, seconds in timeouts.items() if "large" in name.lower()}
+    assert list(large.values()) == [900], timeouts  # the large-file worker has Lambda's longest
+    [large_function] = [functions[name] for name in large]
+    [large_event] = large_function["Events"].values()
+    assert "large" in json.dumps(large_event["Properties"]["Queue"]), large_event  # wired to its own queue
+    assert large_function["MemorySize"] == 1769  # a whole vCPU for SHA-256 (Lambda's CPU follows memory)
+    assert (timeouts["ProcessVerificationJob"], timeouts["ProcessProofJob"]) == (60, 60), timeouts
     with zipfile.ZipFile(out / "deployment.zip") as bundle:
         names = set(bundle.namelist())
         unzipped = sum(entry.file_size for entry in bundle.infolist())

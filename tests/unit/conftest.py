@@ -92,7 +92,7 @@ API_KEY = "unit-test-key"
 
 class Aws:
     """moto's S3 and SQS with the infra template's bucket and queues (redrive included): the
-    verify queue, the proof queue and the upload-events queue, each with its dead-letter queue,
+    verify queue, the proof queue, the large-file queue and the upload-events queue, each with its dead-letter queue,
     under names of their own, so that each test sees only its own messages."""
 
     def __init__(self, s3, sqs, max_receive_count: int) -> None:
@@ -102,6 +102,7 @@ class Aws:
         self.s3.create_bucket(Bucket=self.bucket)
         self.queue_url, self.dlq_url = self._queue_pair(f"work-{name}", max_receive_count)
         self.proof_queue_url, self.proof_dlq_url = self._queue_pair(f"work-{name}-proof", max_receive_count)
+        self.large_queue_url, self.large_dlq_url = self._queue_pair(f"work-{name}-large", max_receive_count)
         self.upload_events_url, self.upload_events_dlq_url = self._queue_pair(f"work-{name}-upload-events",
                                                                               max_receive_count)
 
@@ -153,6 +154,7 @@ def aws(aws_clients):
 def make_settings(aws: Aws, **overrides: str):
     env = {"UPLOAD_BUCKET": aws.bucket, "QUEUE_URL": aws.queue_url, "DEAD_LETTER_QUEUE_URL": aws.dlq_url,
            "PROOF_QUEUE_URL": aws.proof_queue_url, "PROOF_DEAD_LETTER_QUEUE_URL": aws.proof_dlq_url,
+           "LARGE_QUEUE_URL": aws.large_queue_url, "LARGE_DEAD_LETTER_QUEUE_URL": aws.large_dlq_url,
            "UPLOAD_EVENTS_QUEUE_URL": aws.upload_events_url,
            "RPC_URL": "http://127.0.0.1:8545", "API_KEY": API_KEY,
            "RESULT_CACHE_SECONDS": "0",  # on only in the cache's own tests (tests/unit/test_result_cache.py)

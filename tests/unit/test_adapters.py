@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import base64
 import json
+from types import SimpleNamespace
 
 import pytest
 
 from chalicelib.aws import LazyClient
 from chalicelib.config import load_settings
 from chalicelib.errors import PermanentError, TransientError
-from chalicelib.queue import MAX_VISIBILITY_SECONDS, QueueDepth, WorkQueue, job_id_from_body, message_body
+from chalicelib.queue import LARGE, MAX_VISIBILITY_SECONDS, QueueDepth, WorkQueue, job_id_from_body, lane_key, message_body
 from chalicelib.storage import Storage
 from chalicelib.vocabulary import QUEUE_UNAVAILABLE, STORAGE_UNAVAILABLE, UPLOAD_MISSING
 
 from tests.unit.conftest import make_settings
+
+
+def routed(job_id: str, job_type: str, file_size: int | None = None) -> SimpleNamespace:
+    """What the queue reads of a job: its id, its type and its file's size."""
+    return SimpleNamespace(id=job_id, type=job_type, file_size=file_size)
 
 
 def test_storage_keys_come_from_the_job_id_only(services):
@@ -80,7 +86,7 @@ def test_a_client_that_cannot_be_made_is_a_dependency_failure(monkeypatch):
         Storage(settings).put_object("k", b"x", "text/plain")
     assert info.value.code == STORAGE_UNAVAILABLE
     with pytest.raises(TransientError) as info:
-        WorkQueue(settings).send("j", "verify")
+        WorkQueue(settings).send(routed("j", "verify"))
     assert info.value.code == QUEUE_UNAVAILABLE
 
 
@@ -91,10 +97,10 @@ def test_lazy_client_is_made_once():
 
 def test_queue_sends_delays_and_counts(aws, services):
     queue = services.queue
-    queue.send("j1", "verify")
+    queue.send(routed("j1", "verify"))
     [message] = aws.sqs.receive_message(QueueUrl=aws.queue_url)["Messages"]
     assert job_id_from_body(message["Body"]) == "j1" and message["Body"] == message_body("j1")
-    queue.delay_redelivery("verify", message["ReceiptHandle"], MAX_VISIBILITY_SECONDS + 100)  # clamped, not refused
+    queue.delay_redelivery(routed("j", "verify"), message["ReceiptHandle"], MAX_VISIBILITY_SECONDS + 100)  # clamped, not refused
     assert queue.depth().total.active == 1
     aws.sqs.send_message(QueueUrl=aws.dlq_url, MessageBody="{}")
     assert queue.depth().total.dead_letter == 1
@@ -103,24 +109,59 @@ def test_queue_sends_delays_and_counts(aws, services):
 
 def test_each_job_type_has_its_own_queue_and_counts(aws, services):
     queue = services.queue
-    queue.send("v1", "verify")
-    queue.send("p1", "proof")
-    queue.send("p2", "proof")
+    queue.send(routed("v1", "verify"))
+    queue.send(routed("p1", "proof"))
+    queue.send(routed("p2", "proof"))
     aws.sqs.send_message(QueueUrl=aws.proof_dlq_url, MessageBody="{}")
     assert aws.count(aws.queue_url) == (1, 0) and aws.count(aws.proof_queue_url) == (2, 0)
     depth = queue.depth()
     assert depth.total == QueueDepth(waiting=3, active=0, dead_letter=1)
     assert depth.by_type == {"verify": QueueDepth(waiting=1), "proof": QueueDepth(waiting=2, dead_letter=1)}
     [message] = aws.sqs.receive_message(QueueUrl=aws.proof_queue_url, MaxNumberOfMessages=1)["Messages"]
-    queue.delay_redelivery("proof", message["ReceiptHandle"], 60)  # a proof's handle, on the proof queue
+    queue.delay_redelivery(routed("j", "proof"), message["ReceiptHandle"], 60)  # a proof's handle, on the proof queue
     assert aws.count(aws.proof_queue_url) == (1, 1)
 
 
 def test_without_a_proof_queue_proofs_share_the_verify_queue_counted_once(aws):
     queue = WorkQueue(make_settings(aws, PROOF_QUEUE_URL=None, PROOF_DEAD_LETTER_QUEUE_URL=None), aws.sqs)
-    queue.send("p1", "proof")
+    queue.send(routed("p1", "proof"))
     assert aws.count(aws.queue_url) == (1, 0)
     assert queue.depth().total.waiting == 1
+
+
+def test_the_lane_rule_sends_files_over_the_threshold_to_the_large_lane():
+    limit = 512 * 1024 * 1024
+    assert [lane_key(routed("j", t, size), limit) for t, size in
+            (("verify", None), ("verify", limit), ("proof", limit), ("verify", limit + 1), ("proof", limit + 1))] \
+        == ["verify", "verify", "proof", LARGE, LARGE]
+    with pytest.raises(ValueError):
+        lane_key(routed("j", "other", 1), limit)
+
+
+def test_large_files_of_either_type_go_to_the_large_queue_and_change_visibility_there(aws):
+    queue = WorkQueue(make_settings(aws, LARGE_FILE_BYTES="1000"), aws.sqs)
+    queue.send(routed("small", "verify", 1000))
+    queue.send(routed("big", "verify", 1001))
+    queue.send(routed("big-proof", "proof", 10**12))
+    assert aws.count(aws.queue_url) == (1, 0) and aws.count(aws.large_queue_url) == (2, 0)
+    assert aws.count(aws.proof_queue_url) == (0, 0)
+    [message] = aws.sqs.receive_message(QueueUrl=aws.large_queue_url, MaxNumberOfMessages=1)["Messages"]
+    queue.delay_redelivery(routed(job_id_from_body(message["Body"]), "verify", 1001), message["ReceiptHandle"], 60)
+    assert aws.count(aws.large_queue_url) == (1, 1)
+    aws.sqs.send_message(QueueUrl=aws.large_dlq_url, MessageBody="{}")
+    depth = queue.depth()
+    assert depth.large == QueueDepth(waiting=1, active=1, dead_letter=1)
+    assert depth.by_type == {"verify": QueueDepth(waiting=1), "proof": QueueDepth()}
+    assert depth.total == QueueDepth(waiting=2, active=1, dead_letter=1)
+    [dead] = queue.receive_dead_letters(1)
+    assert dead.lane.url == aws.large_queue_url  # a redrive sends it back to the large lane
+
+
+def test_without_a_large_queue_large_files_stay_on_their_types_queue(aws):
+    queue = WorkQueue(make_settings(aws, LARGE_FILE_BYTES="1000", LARGE_QUEUE_URL=None,
+                                    LARGE_DEAD_LETTER_QUEUE_URL=None), aws.sqs)
+    queue.send(routed("big", "proof", 1001))
+    assert aws.count(aws.proof_queue_url) == (1, 0) and queue.depth().large is None
 
 
 @pytest.mark.parametrize("body", ["", "null", "[]", json.dumps({"jobId": 7}), "{"])
@@ -132,7 +173,7 @@ def test_every_queue_call_translates_a_missing_queue(aws, services):
     for url in (aws.queue_url, aws.dlq_url, aws.proof_queue_url, aws.proof_dlq_url, aws.upload_events_url):
         aws.sqs.delete_queue(QueueUrl=url)
     queue = services.queue
-    calls = [lambda: queue.send("j", "proof"), lambda: queue.delay_redelivery("verify", "h", 1), queue.depth,
+    calls = [lambda: queue.send(routed("j", "proof")), lambda: queue.delay_redelivery(routed("j", "verify"), "h", 1), queue.depth,
              queue.check, queue.peek_dead_letters, lambda: queue.receive_dead_letters(1), queue.dead_letters_left,
              lambda: queue.delete_upload_events(["h"])]
     for call in calls:
@@ -144,3 +185,13 @@ def test_every_queue_call_translates_a_missing_queue(aws, services):
 def test_no_dead_letter_queue_configured_reads_as_empty(aws):
     queue = WorkQueue(make_settings(aws, DEAD_LETTER_QUEUE_URL=None, PROOF_DEAD_LETTER_QUEUE_URL=None), aws.sqs)
     assert queue.peek_dead_letters() == [] and queue.depth().total.dead_letter == 0
+
+
+def test_presigned_urls_and_posts_are_signed_with_sigv4(aws):
+    """botocore presigns S3 with SigV2 unless told otherwise; the service's own client says s3v4."""
+    storage = Storage(make_settings(aws))  # its own client, made as in Lambda
+    upload_id = storage.start_multipart_upload("uploads/j", "video/mp4")
+    [url] = storage.presign_parts("uploads/j", upload_id, [1]).values()
+    assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url and "Signature=" not in url.replace("X-Amz-Signature=", "")
+    fields = storage.presign_upload("uploads/j", "video/mp4").fields
+    assert fields["x-amz-algorithm"] == "AWS4-HMAC-SHA256" and "signature" not in fields

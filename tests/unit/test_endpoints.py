@@ -258,16 +258,18 @@ def test_stats_count_the_queue_and_say_when_it_is_unavailable(http, aws, store):
     aws.sqs.send_message(QueueUrl=aws.proof_queue_url, MessageBody="{}")
     aws.sqs.send_message(QueueUrl=aws.proof_queue_url, MessageBody="{}")
     aws.sqs.send_message(QueueUrl=aws.dlq_url, MessageBody="{}")
+    aws.sqs.send_message(QueueUrl=aws.large_queue_url, MessageBody="{}")
     failed = store.create_job(job_type="verify", status=QUEUED, manifest_uri=MANIFEST, registry_address=REGISTRY)
     store.fail_job(failed.id, "x", "MANIFEST_INVALID")
     store.cancel_job(store.create_job(job_type="verify", status=QUEUED, manifest_uri=MANIFEST,
                                       registry_address=REGISTRY).id)
     store.create_job(job_type="proof", status=AWAITING_UPLOAD, manifest_uri=MANIFEST, registry_address=REGISTRY)
     body = json.loads(http.get("/api/verification-jobs/stats").body)
-    assert body == {"available": True, "waiting": 3, "active": 0, "delayed": 0, "completed": 0, "failed": 1,
+    assert body == {"available": True, "waiting": 4, "active": 0, "delayed": 0, "completed": 0, "failed": 1,
                     "deadLetter": 1, "cancelled": 1, "awaitingUpload": 1, "byType": {
                         "verify": {"waiting": 1, "active": 0, "delayed": 0, "deadLetter": 1},
-                        "proof": {"waiting": 2, "active": 0, "delayed": 0, "deadLetter": 0}}}
+                        "proof": {"waiting": 2, "active": 0, "delayed": 0, "deadLetter": 0}},
+                    "largeFiles": {"waiting": 1, "active": 0, "delayed": 0, "deadLetter": 0}}
     aws.sqs.delete_queue(QueueUrl=aws.queue_url)
     response = http.get("/api/verification-jobs/stats")
     assert response.status_code == 200

@@ -131,7 +131,7 @@ def test_job_schema_accepts_what_job_to_api_returns(doc: dict) -> None:
 def test_stats_schema(doc: dict) -> None:
     stats = _schema(doc, "Stats")
     fields = {"available", "waiting", "active", "delayed", "completed", "failed", "deadLetter"}
-    assert fields <= set(stats["required"]) and set(stats["properties"]) == set(stats["required"]) | {"byType"}
+    assert fields <= set(stats["required"]) and set(stats["properties"]) == set(stats["required"]) | {"byType", "largeFiles"}
     assert stats["properties"]["available"]["type"] == "boolean"
     figures = _schema(doc, "QueueFigures")
     assert set(figures["required"]) == {"waiting", "active", "delayed", "deadLetter"}

@@ -6,7 +6,10 @@ import hashlib
 import os
 import threading
 
-from chalicelib.storage import Storage, _in_order
+import pytest
+
+from chalicelib.errors import TransientError
+from chalicelib.storage import Storage, _in_order, _read_ahead
 from chalicelib.verification import sha256_stream
 
 from tests.unit.conftest import make_settings
@@ -69,3 +72,45 @@ def test_a_reader_that_stops_stops_the_reads():
     next(chunks), next(chunks)
     chunks.close()
     assert reads.started <= 4
+
+
+class Source:
+    """A chunk iterator that counts what was read from it and whether it was closed."""
+
+    def __init__(self, count: int, fail_at: int | None = None) -> None:
+        self.count, self.fail_at, self.read, self.closed = count, fail_at, 0, False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        if self.read == self.fail_at:
+            raise TransientError("the upload stream broke", "STORAGE_UNAVAILABLE")
+        if self.read == self.count:
+            raise StopIteration
+        self.read += 1
+        return bytes([self.read % 256]) * 100
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_streamed_get_is_read_ahead_in_order_and_bounded():
+    source = Source(500)
+    chunks = _read_ahead(source, depth=3)
+    assert next(chunks) == bytes([1]) * 100
+    wait_for = threading.Event()
+    wait_for.wait(0.2)  # let the reader run as far ahead as it may (what is asserted is a bound, not a time)
+    assert source.read <= 1 + 3 + 1  # the one handed on, the queue, the one waiting to go in
+    assert [c[0] for c in chunks] == [i % 256 for i in range(2, 501)]
+    assert source.closed
+
+
+def test_a_read_error_comes_out_of_the_read_ahead_and_a_stop_stops_the_reader():
+    with pytest.raises(TransientError):
+        list(_read_ahead(Source(500, fail_at=7), depth=2))
+    source = Source(10_000)
+    chunks = _read_ahead(source, depth=2)
+    next(chunks)
+    chunks.close()
+    assert source.closed and source.read <= 1 + 2 + 1

@@ -16,6 +16,7 @@ from devstack.emulator import TemplateResolver, load_template
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "infra" / "template.yaml"
 WORKER_TIMEOUT_SECONDS = 60
+LARGE_WORKER_TIMEOUT_SECONDS = 900  # Lambda's longest: the large-file worker's
 
 
 def run_cfn_lint(*paths: Path) -> subprocess.CompletedProcess:
@@ -81,6 +82,20 @@ def test_visibility_timeout_is_at_least_six_worker_timeouts(template):
     assert int(_default(template, queue["VisibilityTimeout"])) >= 6 * WORKER_TIMEOUT_SECONDS
 
 
+def test_large_file_lane_fits_its_workers_timeout(template):
+    """Lambda refuses a mapping whose queue hides a message for less than the function's timeout:
+    the large-file queue's visibility can never go below 900 s, and the stage gives the worker 900 s."""
+    resources = template["Resources"]
+    visibility = resources["LargeQueue"]["Properties"]["VisibilityTimeout"]
+    parameter = template["Parameters"][visibility["Ref"]]
+    assert int(parameter["MinValue"]) >= LARGE_WORKER_TIMEOUT_SECONDS
+    assert int(parameter["Default"]) >= 6 * LARGE_WORKER_TIMEOUT_SECONDS
+    functions = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"]["dev"]["lambda_functions"]
+    assert functions["process_large_job"]["lambda_timeout"] == LARGE_WORKER_TIMEOUT_SECONDS
+    record = _load_record_outputs()
+    assert record.WORKER_TIMEOUTS_SECONDS["process_large_job"] == LARGE_WORKER_TIMEOUT_SECONDS
+
+
 def test_upload_bucket_is_private_encrypted_and_expires_uploads(template):
     bucket = template["Resources"]["UploadBucket"]["Properties"]
     rule = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
@@ -106,10 +121,11 @@ def test_alarms_watch_the_right_metrics(template):
     depth, age = ("AWS/SQS", "ApproximateNumberOfMessagesVisible"), ("AWS/SQS", "ApproximateAgeOfOldestMessage")
     assert sorted(map(json.dumps, watched)) == sorted(map(json.dumps, [
         (*depth, queue("DeadLetterQueue")), (*depth, queue("ProofDeadLetterQueue")),
-        (*depth, queue("UploadEventsDeadLetterQueue")),
-        (*age, queue("WorkQueue")), (*age, queue("ProofQueue")),
+        (*depth, queue("LargeDeadLetterQueue")), (*depth, queue("UploadEventsDeadLetterQueue")),
+        (*age, queue("WorkQueue")), (*age, queue("ProofQueue")), (*age, queue("LargeQueue")),
         ("AWS/Lambda", "Errors", {"Ref": "WorkerFunctionName"}),
         ("AWS/Lambda", "Errors", {"Ref": "ProofWorkerFunctionName"}),
+        ("AWS/Lambda", "Errors", {"Ref": "LargeWorkerFunctionName"}),
         ("InternetID/Verification", "JobsFailed", "verification-queue"),
     ]))
     for alarm in alarms:
@@ -123,12 +139,13 @@ def test_alarms_watch_the_right_metrics(template):
     assert int(_default(template, by_name["OldestMessageAgeAlarm"]["Threshold"])) == 300
     assert _default(template, {"Ref": "WorkerFunctionName"}) == "internetid-verification-dev-process_verification_job"
     assert _default(template, {"Ref": "ProofWorkerFunctionName"}) == "internetid-verification-dev-process_proof_job"
+    assert _default(template, {"Ref": "LargeWorkerFunctionName"}) == "internetid-verification-dev-process_large_job"
 
 
 def test_every_queue_has_a_dead_letter_queue(template):
     resources = template["Resources"]
     for queue, dead in (("WorkQueue", "DeadLetterQueue"), ("ProofQueue", "ProofDeadLetterQueue"),
-                        ("UploadEventsQueue", "UploadEventsDeadLetterQueue")):
+                        ("LargeQueue", "LargeDeadLetterQueue"), ("UploadEventsQueue", "UploadEventsDeadLetterQueue")):
         redrive = resources[queue]["Properties"]["RedrivePolicy"]
         assert redrive == {"deadLetterTargetArn": {"Fn::GetAtt": [dead, "Arn"]},
                            "maxReceiveCount": {"Ref": "MaxReceiveCount"}}
@@ -141,7 +158,8 @@ def test_outputs_cover_the_app_settings(template):
         "DeadLetterQueueName", "DeadLetterQueueArn", "AlarmTopicArn", "FunctionPolicyArn",
         "UploadEventsQueueUrl", "UploadEventsQueueName", "ProofQueueUrl", "ProofQueueName",
         "ProofDeadLetterQueueUrl", "ProofDeadLetterQueueName", "UploadEventsDeadLetterQueueUrl",
-        "UploadEventsDeadLetterQueueName", "WorkerReservedConcurrency",
+        "UploadEventsDeadLetterQueueName", "WorkerReservedConcurrency", "LargeQueueUrl", "LargeQueueName",
+        "LargeDeadLetterQueueUrl", "LargeDeadLetterQueueName",
     }
     assert set(STACK_OUTPUT_ENVIRONMENT) <= set(template["Outputs"])
 
@@ -180,6 +198,8 @@ def test_resolver_turns_alarm_properties_into_api_arguments(template):
         "UploadEventsQueue": "http://127.0.0.1:1/123456789012/q-upload-events",
         "ProofQueue": "http://127.0.0.1:1/123456789012/q-proof",
         "ProofDeadLetterQueue": "http://127.0.0.1:1/123456789012/q-proof-dlq",
+        "LargeQueue": "http://127.0.0.1:1/123456789012/q-large",
+        "LargeDeadLetterQueue": "http://127.0.0.1:1/123456789012/q-large-dlq",
         "AlarmTopic": "arn:aws:sns:us-east-1:123456789012:q-alarms",
         "UploadBucket": "the-bucket",
     }
@@ -195,6 +215,7 @@ def test_resolver_turns_alarm_properties_into_api_arguments(template):
     assert ["arn:aws:s3:::the-bucket/uploads/*", "arn:aws:s3:::the-bucket/inline/*"] in resources
     assert ["arn:aws:sqs:us-east-1:123456789012:q", "arn:aws:sqs:us-east-1:123456789012:q-dlq",
             "arn:aws:sqs:us-east-1:123456789012:q-proof", "arn:aws:sqs:us-east-1:123456789012:q-proof-dlq",
+            "arn:aws:sqs:us-east-1:123456789012:q-large", "arn:aws:sqs:us-east-1:123456789012:q-large-dlq",
             "arn:aws:sqs:us-east-1:123456789012:q-upload-events"] in resources
     bucket = r.resolve(template["Resources"]["UploadBucket"]["Properties"])
     assert bucket["BucketName"] == "internetid-uploads-0f8fad5b-d9cb-469f-a165-70867728950e"  # from the stack id
@@ -211,6 +232,9 @@ OUTPUTS = {
     "ProofQueueUrl": "http://127.0.0.1:1/123456789012/internetid-verification-proof",
     "ProofQueueName": "internetid-verification-proof",
     "ProofDeadLetterQueueUrl": "http://127.0.0.1:1/123456789012/internetid-verification-proof-dlq",
+    "LargeQueueUrl": "http://127.0.0.1:1/123456789012/internetid-verification-large",
+    "LargeQueueName": "internetid-verification-large",
+    "LargeDeadLetterQueueUrl": "http://127.0.0.1:1/123456789012/internetid-verification-large-dlq",
     "UploadEventsQueueUrl": "http://127.0.0.1:1/123456789012/internetid-verification-upload-events",
     "UploadEventsQueueName": "internetid-verification-upload-events",
     "FunctionPolicyArn": "arn:aws:iam::123456789012:policy/p",
@@ -226,6 +250,7 @@ def test_record_outputs_creates_a_chalice_config(tmp_path):
     stage = config["stages"]["dev"]
     assert stage["api_gateway_stage"] == "api"
     assert stage["lambda_functions"]["process_verification_job"]["lambda_timeout"] == 60
+    assert stage["lambda_functions"]["process_large_job"]["lambda_timeout"] == 900
     assert stage["environment_variables"] == {
         "UPLOAD_BUCKET": "bucket-1",
         "QUEUE_URL": OUTPUTS["QueueUrl"],
@@ -235,6 +260,9 @@ def test_record_outputs_creates_a_chalice_config(tmp_path):
         "PROOF_QUEUE_URL": OUTPUTS["ProofQueueUrl"],
         "PROOF_QUEUE_NAME": "internetid-verification-proof",
         "PROOF_DEAD_LETTER_QUEUE_URL": OUTPUTS["ProofDeadLetterQueueUrl"],
+        "LARGE_QUEUE_URL": OUTPUTS["LargeQueueUrl"],
+        "LARGE_QUEUE_NAME": "internetid-verification-large",
+        "LARGE_DEAD_LETTER_QUEUE_URL": OUTPUTS["LargeDeadLetterQueueUrl"],
         "UPLOAD_EVENTS_QUEUE_URL": OUTPUTS["UploadEventsQueueUrl"],
         "UPLOAD_EVENTS_QUEUE_NAME": "internetid-verification-upload-events",
     }

@@ -340,8 +340,21 @@ def test_a_proof_job_waits_on_the_proof_queue_and_its_retry_hides_it_there(aws, 
     job = store.create_job(job_type="proof", status=QUEUED, manifest_uri=MANIFEST, registry_address=REGISTRY,
                            content_hash=HASH, file_name="a.txt")
     from chalicelib.dispatch import enqueue_job
-    assert enqueue_job(app.services(), job.id, job.type)
+    assert enqueue_job(app.services(), job)
     assert aws.count(aws.queue_url) == (0, 0) and aws.count(aws.proof_queue_url) == (1, 0)
     assert invoke_from_queue(aws, aws.proof_queue_url, app.process_proof_job) is False
     assert aws.count(aws.proof_queue_url) == (0, 1)  # hidden for its backoff on its own queue
+    assert store.get_job(job.id).status == QUEUED
+
+
+def test_a_large_file_job_waits_on_the_large_queue_and_its_retry_hides_it_there(aws, store, app, verification):
+    verification["value"] = TransientError("RPC unreachable", "RPC_UNAVAILABLE")
+    large = app.services().settings.large_file_bytes + 1
+    job = store.create_job(job_type="verify", status=QUEUED, manifest_uri=MANIFEST, registry_address=REGISTRY,
+                           content_hash=HASH, file_size=large)
+    from chalicelib.dispatch import enqueue_job
+    assert enqueue_job(app.services(), job)
+    assert aws.count(aws.queue_url) == (0, 0) and aws.count(aws.large_queue_url) == (1, 0)
+    assert invoke_from_queue(aws, aws.large_queue_url, app.process_large_job) is False
+    assert aws.count(aws.large_queue_url) == (0, 1)  # hidden for its backoff on the large queue
     assert store.get_job(job.id).status == QUEUED
