@@ -23,9 +23,10 @@ up: venv
 
 ## The whole suite: contracts rebuilt and compared, unit tests, then integration tests against
 ## real local services on moto and on LocalStack (installed into .venv-localstack on first use),
-## and the operator console in headless Chromium.
+## and the operator console in headless Chromium. The LocalStack half runs beside the rest
+## (tests/suite.py); ARGS go to both pytest runs.
 test: venv contracts-check chromium
-	$(PY) -m pytest tests
+	$(PY) -m tests.suite $(ARGS)
 
 ## Debian's chromium, which the console's browser tests drive (Playwright's own browser download
 ## does not work offline). Installed with apt-get when missing, as root or with passwordless sudo.
