@@ -52,9 +52,14 @@ def _backends() -> list[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A test marked `emulator_neutral` checks what the emulator takes no part in (the chain, the
-    gateways, the database, the API's own answers): it runs on the first backend only, and its
-    copies for the other backends are deselected (the summary counts them), not skipped."""
+    """The stack fixture's LocalStack copies carry the `localstack` marker (`-m localstack` selects
+    them; `make test` runs them beside the rest). A test marked `emulator_neutral` checks what the
+    emulator takes no part in (the chain, the gateways, the database, the API's own answers): it
+    runs on the first backend only, and its copies for the other backends are deselected (the
+    summary counts them), not skipped."""
+    for item in items:
+        if getattr(item, "callspec", None) is not None and item.callspec.params.get("stack") == "localstack":
+            item.add_marker(pytest.mark.localstack)
     first = _backends()[0] if _backends() else None
     dropped = [item for item in items if item.get_closest_marker("emulator_neutral")
                and getattr(item, "callspec", None) is not None
