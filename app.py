@@ -7,7 +7,7 @@ from typing import Any, Callable
 from chalice import Chalice, Response
 from chalice.app import Request, SQSEvent
 
-from chalicelib import console, housekeeping, worker
+from chalicelib import batches, console, housekeeping
 from chalicelib.api import endpoints, multipart, ratelimit
 from chalicelib.config import settings
 from chalicelib.vocabulary import PROOF, VERIFY
@@ -130,7 +130,7 @@ def console_asset(asset: str) -> Response:
 def process_verification_job(event: SQSEvent) -> None:
     """The verify worker: a batch of jobs, one per message. It deletes the messages whose jobs are
     done itself and raises for the rest, which SQS redelivers (Chalice cannot report batch items)."""
-    worker.process_event(services(), event.to_dict())
+    batches.process_event(services(), event.to_dict())
 
 
 @app.on_sqs_message(queue=settings().proof_queue_name, batch_size=settings().proof_batch_size,
@@ -140,7 +140,7 @@ def process_proof_job(event: SQSEvent) -> None:
     """The proof worker, on a queue of its own with a capped concurrency, so that a backlog of
     proofs cannot take the capacity verify jobs need (one proof per invocation by default, so that
     the cap counts proofs; batches are handled as the verify worker's)."""
-    worker.process_event(services(), event.to_dict())
+    batches.process_event(services(), event.to_dict())
 
 
 @app.on_sqs_message(queue=settings().large_queue_name, batch_size=1)
@@ -148,7 +148,7 @@ def process_large_job(event: SQSEvent) -> None:
     """The worker for files over LARGE_FILE_BYTES (either job type): the same code as the others,
     with Lambda's 15-minute limit and more memory (so more CPU and network) in .chalice/config.json,
     so that a 20 GiB upload can be hashed before the function times out."""
-    worker.process_event(services(), event.to_dict())
+    batches.process_event(services(), event.to_dict())
 
 
 @app.on_sqs_message(queue=settings().upload_events_queue_name, batch_size=10)

@@ -8,19 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-import queue
-import threading
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from itertools import islice
-from typing import Any, BinaryIO, Callable, Iterable, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.aws import NOT_FOUND_CODES, LazyClient, error_code, unavailable_as
 from chalicelib.config import Settings
 from chalicelib.errors import PermanentError, TransientError
+from chalicelib.readers import in_order, read_ahead
 from chalicelib.vocabulary import MAX_UPLOAD_PARTS, MIN_UPLOAD_PART_BYTES, STORAGE_UNAVAILABLE, UPLOAD_MISSING
 
 READ_CHUNK = 1024 * 1024
@@ -137,13 +133,13 @@ class Storage:
                 UPLOAD_MISSING,
             )
         if parallel <= 1:  # one GET, streamed, read ahead of the hash so that both run at once
-            return int(first["ContentLength"]), _read_ahead(_chunks(first["Body"]), READ_AHEAD_CHUNKS)
+            return int(first["ContentLength"]), read_ahead(_chunks(first["Body"]), READ_AHEAD_CHUNKS)
         size = _total_size(first)
         head = _read_all(first["Body"])
         if part_seconds is not None:
             part_seconds.append(time.monotonic() - started)
         ranges = [(start, min(start + range_bytes, size) - 1) for start in range(len(head), size, range_bytes)]
-        return size, _in_order(head, ranges, lambda r: self._read_range(key, r, part_seconds),
+        return size, in_order(head, ranges, lambda r: self._read_range(key, r, part_seconds),
                                self.settings.read_parallel_ranges)
 
     def _read_range(self, key: str, byte_range: tuple[int, int], part_seconds: list[float] | None) -> bytes:
@@ -256,51 +252,6 @@ def _chunks(body: BinaryIO) -> Iterator[bytes]:
         body.close()
 
 
-def _read_ahead(chunks: Iterator[bytes], depth: int) -> Iterator[bytes]:
-    """The chunks in order, read by a thread of their own into a queue of at most `depth`: the
-    socket's reads (which let go of the GIL) overlap the consumer's hashing (which does too), so the
-    pace is the slower of the two rather than their sum. A read error comes out where it happened;
-    a consumer that stops early stops the reader."""
-    buffer: queue.Queue[tuple[str, Any]] = queue.Queue(depth)
-    stopping = threading.Event()
-
-    def put(item: tuple[str, Any]) -> bool:
-        while not stopping.is_set():
-            try:
-                buffer.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        try:
-            for chunk in chunks:
-                if not put(("chunk", chunk)):
-                    return
-        except BaseException as exc:  # handed to the consumer, raised there
-            put(("error", exc))
-            return
-        put(("end", None))
-
-    reader = threading.Thread(target=read, name="s3-read-ahead", daemon=True)
-    reader.start()
-    try:
-        while True:
-            kind, value = buffer.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        stopping.set()
-        reader.join()
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
-
-
 def _total_size(response: dict[str, Any]) -> int:
     """The object's size from a ranged GET's `Content-Range: bytes 0-n/SIZE` (the whole length
     when storage ignored the range and sent everything)."""
@@ -315,26 +266,3 @@ def _read_all(body: BinaryIO) -> bytes:
         raise TransientError("the upload stream broke", STORAGE_UNAVAILABLE, detail=str(exc)) from exc
     finally:
         body.close()
-
-
-def _in_order(head: bytes, ranges: list[tuple[int, int]], read: Callable[[tuple[int, int]], bytes],
-              parallel: int) -> Iterator[bytes]:
-    """`head`, then each range's bytes in order, with at most `parallel` ranges read ahead. A
-    consumer that stops early (a cancelled job) stops the reads not started yet."""
-    yield head
-    if not ranges:
-        return
-    pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="s3-range")
-    pending: deque[Future[bytes]] = deque()
-    try:
-        upcoming = iter(ranges)
-        for byte_range in islice(upcoming, parallel):
-            pending.append(pool.submit(read, byte_range))
-        while pending:
-            data = pending.popleft().result()
-            next_range = next(upcoming, None)
-            if next_range is not None:
-                pending.append(pool.submit(read, next_range))
-            yield data
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)

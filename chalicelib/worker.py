@@ -17,7 +17,7 @@ result + history row + result cache entry in one; a third for the cache lookup w
 on) and no visibility change: its progress is never written, since no poll could tell it from
 `processing`. Longer jobs write their progress with each beat and at each step (see `Attempt`).
 
-An invocation gets a batch of up to WORKER_BATCH_SIZE messages (see `process_event`).
+The SQS event side (a batch of messages to deliveries, partial failures) is `chalicelib.batches`.
 """
 from __future__ import annotations
 
@@ -25,17 +25,14 @@ import math
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from statistics import median
 from typing import Any, Iterator
 
-from aws_lambda_powertools.utilities.data_classes import SQSEvent, SQSRecord
-
 from chalicelib.errors import JobError, TransientError
-from chalicelib.jobs import Job
-from chalicelib.queue import BATCH, MAX_VISIBILITY_SECONDS, job_id_from_body
+from chalicelib.jobs import Job, history_row
+from chalicelib.queue import MAX_VISIBILITY_SECONDS
 from chalicelib.result_cache import Verified, lookup_or_verify
 from chalicelib.telemetry import job_finished, logger
 from chalicelib.verification import sha256_stream
@@ -72,63 +69,6 @@ class Delivery:
     job_id: str
     receive_count: int
     receipt_handle: str
-
-
-def delivery_from_record(record: SQSRecord) -> Delivery | None:
-    """A Delivery from a Lambda SQS record, or None when the body is not one of our jobs."""
-    job_id = job_id_from_body(record.body or "")
-    if job_id is None:
-        return None
-    receive_count = int(record.attributes.get("ApproximateReceiveCount") or 1)
-    return Delivery(job_id=job_id, receive_count=receive_count, receipt_handle=record.receipt_handle)
-
-
-class BatchItemsFailed(RetryScheduled):
-    """Raised for a batch some of whose jobs are not done, once the done ones' messages are
-    deleted: the others stay on the queue, each with its own visibility and receive count."""
-
-
-def process_event(services: Services, event: dict[str, Any]) -> None:
-    """Run the jobs of a Lambda SQS event side by side, one thread each (a batch holds at most
-    ten). Lambda deletes the whole batch when the handler returns and none of it when it raises,
-    and Chalice cannot ask for partial batch responses; so when some jobs are not done, the done
-    ones' messages are deleted here, in one request, and the handler raises for the rest. A
-    batch of one raises its own job's exception."""
-    records = list(SQSEvent(event).records)
-    if len(records) == 1:
-        _run_record(services, records[0])
-        return
-    with ThreadPoolExecutor(max_workers=min(max(len(records), 1), BATCH), thread_name_prefix="job") as pool:
-        outcomes = list(pool.map(lambda record: _outcome(services, record), records))
-    failed = [record for record, error in zip(records, outcomes) if error is not None]
-    if not failed:
-        return
-    done = [record.receipt_handle for record, error in zip(records, outcomes) if error is None]
-    try:
-        services.queue.delete_received(records[0].event_source_arn, done)
-    except TransientError as exc:  # they come back with the others; their jobs are finished: absorbed
-        logger.warning("could not delete the finished jobs' messages", extra={"error": exc.message})
-    raise BatchItemsFailed(f"{len(failed)} of {len(records)} messages left for redelivery")
-
-
-def _run_record(services: Services, record: SQSRecord) -> None:
-    delivery = delivery_from_record(record)
-    if delivery is None:
-        logger.warning("dropping a message that is not a job", extra={"body": (record.body or "")[:200]})
-        return
-    run_job(services, delivery)
-
-
-def _outcome(services: Services, record: SQSRecord) -> Exception | None:
-    """None when the record's message may be deleted, else why it stays (already logged)."""
-    try:
-        _run_record(services, record)
-    except RetryScheduled as exc:
-        return exc
-    except Exception as exc:  # e.g. the database down before the job started: SQS tries again
-        logger.exception("job left for redelivery", extra={"message_id": record.message_id})
-        return exc
-    return None
 
 
 def backoff_seconds(base_seconds: float, receive_count: int) -> int:
@@ -370,15 +310,3 @@ def _hide(services: Services, job: Job, delivery: Delivery, seconds: int) -> Non
 
 def _status_of(result: dict[str, Any]) -> str:
     return result.get("status") or result.get("verification", {}).get("status")
-
-
-def history_row(job: Job, result: dict[str, Any]) -> dict[str, Any]:
-    """The verifications-table row for a finished job, from a verify result or a proof."""
-    if "verification" in result:  # a proof
-        facts = {"file_hash": result["content"]["hash"], "recovered": result["signature"]["recovered"],
-                 "status": result["verification"]["status"], "chain_id": result["network"]["chainId"]}
-    else:
-        facts = {"file_hash": result["fileHash"], "recovered": result["recovered"],
-                 "status": result["status"], "chain_id": result["evidence"]["chainId"]}
-    return {**facts, "creator": result["onchain"]["creator"],
-            "manifest_uri": job.manifest_uri, "registry_address": job.registry_address}

@@ -4,8 +4,8 @@ report in `activity`)."""
 from chalicelib.jobs.activity import FailureCount, MinuteActivity
 from chalicelib.jobs.cache import CacheKey
 from chalicelib.jobs.ratelimit import Window
-from chalicelib.jobs.record import Job, iso_utc, job_to_api, new_job_id, parse_job_id
+from chalicelib.jobs.record import Job, history_row, iso_utc, job_to_api, new_job_id, parse_job_id
 from chalicelib.jobs.store import JobStore
 
-__all__ = ["CacheKey", "FailureCount", "Job", "JobStore", "MinuteActivity", "Window", "iso_utc", "job_to_api",
+__all__ = ["CacheKey", "FailureCount", "Job", "JobStore", "MinuteActivity", "Window", "history_row", "iso_utc", "job_to_api",
            "new_job_id", "parse_job_id"]

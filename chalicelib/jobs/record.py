@@ -1,4 +1,5 @@
-"""The job record: one row of `verification_jobs`, its id rule, and its shape in the HTTP API."""
+"""The job record: one row of `verification_jobs`, its id rule, its shape in the HTTP API, and the
+history row a finished job leaves."""
 from __future__ import annotations
 
 import uuid
@@ -93,3 +94,15 @@ def parse_job_id(job_id: object) -> str | None:
 def new_job_id() -> str:
     """A random (version 4) UUID, for callers that need the id before the row exists."""
     return str(uuid.uuid4())
+
+
+def history_row(job: Job, result: dict[str, Any]) -> dict[str, Any]:
+    """The verifications-table row for a finished job, from a verify result or a proof."""
+    if "verification" in result:  # a proof
+        facts = {"file_hash": result["content"]["hash"], "recovered": result["signature"]["recovered"],
+                 "status": result["verification"]["status"], "chain_id": result["network"]["chainId"]}
+    else:
+        facts = {"file_hash": result["fileHash"], "recovered": result["recovered"],
+                 "status": result["status"], "chain_id": result["evidence"]["chainId"]}
+    return {**facts, "creator": result["onchain"]["creator"],
+            "manifest_uri": job.manifest_uri, "registry_address": job.registry_address}

@@ -9,7 +9,8 @@ import threading
 import pytest
 
 from chalicelib.errors import TransientError
-from chalicelib.storage import Storage, _in_order, _read_ahead
+from chalicelib.readers import in_order, read_ahead
+from chalicelib.storage import Storage
 from chalicelib.verification import sha256_stream
 
 from tests.unit.conftest import make_settings
@@ -59,7 +60,7 @@ def test_one_streamed_get_by_default(aws):
 def test_ranges_come_in_order_with_a_bounded_read_ahead():
     reads, ranges = Reads(), [(i * 10, i * 10 + 9) for i in range(1, 50)]
     out = []
-    for chunk in _in_order(b"h", ranges, reads.read, parallel=3):
+    for chunk in in_order(b"h", ranges, reads.read, parallel=3):
         out.append(chunk)
         reads.consumed += 1 if len(out) > 1 else 0
     assert out == [b"h"] + [bytes([start % 256]) * 10 for start, _ in ranges]
@@ -68,7 +69,7 @@ def test_ranges_come_in_order_with_a_bounded_read_ahead():
 
 def test_a_reader_that_stops_stops_the_reads():
     reads, ranges = Reads(), [(i * 10, i * 10 + 9) for i in range(1, 1000)]
-    chunks = _in_order(b"h", ranges, reads.read, parallel=2)
+    chunks = in_order(b"h", ranges, reads.read, parallel=2)
     next(chunks), next(chunks)
     chunks.close()
     assert reads.started <= 4
@@ -97,7 +98,7 @@ class Source:
 
 def test_a_streamed_get_is_read_ahead_in_order_and_bounded():
     source = Source(500)
-    chunks = _read_ahead(source, depth=3)
+    chunks = read_ahead(source, depth=3)
     assert next(chunks) == bytes([1]) * 100
     wait_for = threading.Event()
     wait_for.wait(0.2)  # let the reader run as far ahead as it may (what is asserted is a bound, not a time)
@@ -108,9 +109,9 @@ def test_a_streamed_get_is_read_ahead_in_order_and_bounded():
 
 def test_a_read_error_comes_out_of_the_read_ahead_and_a_stop_stops_the_reader():
     with pytest.raises(TransientError):
-        list(_read_ahead(Source(500, fail_at=7), depth=2))
+        list(read_ahead(Source(500, fail_at=7), depth=2))
     source = Source(10_000)
-    chunks = _read_ahead(source, depth=2)
+    chunks = read_ahead(source, depth=2)
     next(chunks)
     chunks.close()
     assert source.closed and source.read <= 1 + 2 + 1
