@@ -5,6 +5,7 @@ so when some jobs are not done, the done ones' messages are deleted here in one 
 handler raises for the rest, which keep their own visibility, receive count and dead-letter path."""
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -33,14 +34,13 @@ class BatchItemsFailed(RetryScheduled):
 
 def process_event(services: Services, event: dict[str, Any]) -> None:
     """Run the jobs of a Lambda SQS event side by side, one thread each (a batch holds at most
-    ten); delete the done ones' messages and raise when some are not done. A batch of one raises
-    its own job's exception."""
+    ten, and its container keeps the threads); delete the done ones' messages and raise when some
+    are not done. A batch of one raises its own job's exception."""
     records = list(SQSEvent(event).records)
     if len(records) == 1:
         _run_record(services, records[0])
         return
-    with ThreadPoolExecutor(max_workers=min(max(len(records), 1), BATCH), thread_name_prefix="job") as pool:
-        outcomes = list(pool.map(lambda record: _outcome(services, record), records))
+    outcomes = list(_job_threads().map(lambda record: _outcome(services, record), records))
     failed = [record for record, error in zip(records, outcomes) if error is not None]
     if not failed:
         return
@@ -50,6 +50,19 @@ def process_event(services: Services, event: dict[str, Any]) -> None:
     except TransientError as exc:  # they come back with the others; their jobs are finished: absorbed
         logger.warning("could not delete the finished jobs' messages", extra={"error": exc.message})
     raise BatchItemsFailed(f"{len(failed)} of {len(records)} messages left for redelivery")
+
+
+_containers = threading.local()
+
+
+def _job_threads() -> ThreadPoolExecutor:
+    """The threads a batch's jobs run on, started once per container and kept (Lambda runs one
+    invocation at a time per container; the local runner's poll threads each play one), rather
+    than ten thread starts per invocation."""
+    pool = getattr(_containers, "pool", None)
+    if pool is None:
+        pool = _containers.pool = ThreadPoolExecutor(max_workers=BATCH, thread_name_prefix="job")
+    return pool
 
 
 def _run_record(services: Services, record: SQSRecord) -> None:

@@ -133,7 +133,10 @@ class Storage:
                 UPLOAD_MISSING,
             )
         if parallel <= 1:  # one GET, streamed, read ahead of the hash so that both run at once
-            return int(first["ContentLength"]), read_ahead(_chunks(first["Body"]), READ_AHEAD_CHUNKS)
+            size = int(first["ContentLength"])
+            if size <= READ_CHUNK:  # one read: a thread to read ahead would only cost its start
+                return size, _chunks(first["Body"])
+            return size, read_ahead(_chunks(first["Body"]), READ_AHEAD_CHUNKS)
         size = _total_size(first)
         head = _read_all(first["Body"])
         if part_seconds is not None:

@@ -4,7 +4,9 @@ body counted after decompression.
 urllib3's timeouts apply to each socket operation, so a server that sends one byte a second
 (headers or body) never trips them. A `Watchdog` belongs to one session: the connections the
 session opens register with it, and when a call outlives its deadline a timer shuts their
-sockets down, so the blocked read fails at once and the call raises `DeadlineExceeded`.
+sockets down, so the blocked read fails at once and the call raises `DeadlineExceeded`. The
+deadlines of the whole process share one timer thread (`Alarms`), since a thread per call (three
+per verification) cost more CPU than the verification's own JSON-RPC handling.
 
 What it does not do: it cannot interrupt a DNS lookup (getaddrinfo cannot be cancelled; the
 resolver's own timeouts bound it), and it expects one call at a time per session (the sessions
@@ -13,12 +15,15 @@ here serve one verification, sequentially), since an expiry cuts every socket of
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import socket
 import threading
+import time
 import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import requests
 
@@ -64,11 +69,9 @@ class Watchdog:
         """Run the block under a wall-clock deadline; raise DeadlineExceeded when it overran,
         also when the cut left something that parsed (a status line, half the headers)."""
         expired = threading.Event()
-        timer = threading.Timer(seconds, self._cut, args=(expired,))
-        timer.daemon = True
         token = active_watchdog.set(self)
         overran = DeadlineExceeded(f"the call took longer than {seconds:g} s")
-        timer.start()
+        alarm = ALARMS.set(seconds, lambda: self._cut(expired))
         try:
             yield
         except Exception as exc:
@@ -76,10 +79,70 @@ class Watchdog:
                 raise overran from exc
             raise
         finally:
-            timer.cancel()
+            ALARMS.cancel(alarm)
             active_watchdog.reset(token)
         if expired.is_set():
             raise overran
+
+
+class Alarms:
+    """Calls each action at its time unless cancelled before, all on one thread of the process
+    (started on first use): what `threading.Timer` does, without a thread per alarm. The actions
+    must be quick (they cut sockets); a slow one delays the others."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, Callable[[], None]]] = []  # a heap, soonest first
+        self._pending: set[int] = set()
+        self._cancelled: set[int] = set()
+        self._numbers = itertools.count()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def set(self, seconds: float, action: Callable[[], None]) -> int:
+        """Call `action` in `seconds`; the alarm's number, for `cancel`."""
+        with self._changed:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._ring, name="deadline-alarms", daemon=True)
+                self._thread.start()
+            number = next(self._numbers)
+            self._pending.add(number)
+            heapq.heappush(self._due, (time.monotonic() + seconds, number, action))
+            if self._due[0][1] == number:
+                self._changed.notify()
+            return number
+
+    def cancel(self, number: int) -> None:
+        """The alarm will not ring (if it has not rung yet)."""
+        with self._changed:
+            if number in self._pending:
+                self._cancelled.add(number)
+
+    def _ring(self) -> None:
+        with self._changed:
+            while True:
+                while self._due and self._due[0][1] in self._cancelled:
+                    number = heapq.heappop(self._due)[1]
+                    self._cancelled.discard(number)
+                    self._pending.discard(number)
+                if not self._due:
+                    self._changed.wait()
+                    continue
+                wait = self._due[0][0] - time.monotonic()
+                if wait > 0:
+                    self._changed.wait(wait)
+                    continue
+                _, number, action = heapq.heappop(self._due)
+                self._pending.discard(number)
+                self._changed.release()
+                try:
+                    action()
+                except Exception:  # an alarm's failure must not stop the others
+                    pass
+                finally:
+                    self._changed.acquire()
+
+
+ALARMS = Alarms()
 
 
 # The watchdog of the call in progress: connections opened during the call register with it.

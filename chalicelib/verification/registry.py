@@ -23,6 +23,8 @@ a range that nothing in the entry bounds (it holds no revocation time).
 from __future__ import annotations
 
 import contextlib
+import functools
+import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -31,8 +33,11 @@ from eth_abi import decode as abi_decode
 from eth_abi.exceptions import DecodingError
 from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 from web3 import Web3
+from web3.eth import Eth
 from web3.exceptions import ContractLogicError, Web3Exception
 from web3._utils.batching import sort_batch_response_by_response_ids
+from web3._utils.error_formatters_utils import raise_contract_logic_error_on_revert
+from web3._utils.validation import raise_error_for_batch_response, validate_rpc_response_and_raise_if_error
 from web3.providers.rpc import HTTPProvider
 from web3.types import RPCEndpoint, RPCResponse
 
@@ -51,6 +56,8 @@ ENTRIES_SELECTOR = function_signature_to_4byte_selector("entries(bytes32)")
 
 LAYOUT_A = ("address", "bytes32", "string", "uint64")  # offset word 0x80
 LAYOUT_B = ("address", "uint64", "string")  # offset word 0x60
+QUANTITY_RE = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
+DATA_RE = re.compile(r"^0x(?:[0-9a-fA-F]{2})*$")
 
 
 
@@ -188,8 +195,9 @@ def connect(rpc_url: str | None, settings: Settings, session: GuardedSession | N
     session = session or guarded_session(settings.allow_private_networks, settings.http_timeout_seconds)
     provider = BoundedProvider(rpc_url, session, settings.rpc_max_response_bytes, settings.rpc_call_budget)
     # No default middleware: this client only reads, so it needs no gas or ENS handling, and
-    # the validation middleware would add an eth_chainId round trip before every eth_call.
-    return Web3(provider, middleware=[])
+    # the validation middleware would add an eth_chainId round trip before every eth_call. Only
+    # the eth module: building the others costs as much as a JSON-RPC call, on every job.
+    return Web3(provider, middleware=[], modules={"eth": Eth})
 
 
 def rpc_calls(w3: Web3) -> int:
@@ -206,12 +214,52 @@ def chain_id(w3: Web3) -> int:
 def pin_block(w3: Web3) -> PinnedBlock:
     """The chain id and the head block, in one round trip (a JSON-RPC batch of two)."""
     with rpc_errors("eth_getBlockByNumber"):
-        with w3.batch_requests() as batch:
-            batch.add(w3.eth.chain_id)
-            batch.add(w3.eth.get_block("latest"))
-            chain, head = batch.execute()
-        return PinnedBlock(chain_id=int(chain), number=int(head["number"]),
-                           hash="0x" + bytes(head["hash"]).hex(), timestamp=int(head["timestamp"]))
+        chain, head = raw_batch(w3, [("eth_chainId", []), ("eth_getBlockByNumber", ["latest", False])])
+        if not isinstance(head, dict):
+            raise ValueError("the node named no head block")
+        return PinnedBlock(chain_id=quantity(chain), number=quantity(head.get("number")),
+                           hash="0x" + data_bytes(head.get("hash"), 32).hex(), timestamp=quantity(head.get("timestamp")))
+
+
+def raw_batch(w3: Web3, calls: list[tuple[str, list[Any]]]) -> list[Any]:
+    """The results of a JSON-RPC batch as the node sent them (hex strings, dicts), through the
+    bounded provider and web3's own checks of each answer (JSON-RPC errors, reverts of eth_call).
+
+    What it does not do: web3's per-method request and result formatters. For the four calls of a
+    verification those cost more CPU than the rest of the verification path (measured in
+    docs/benchmarks/worker-profile.txt), so the callers parse the few fields they read
+    (`quantity`, `data_bytes`)."""
+    responses = w3.provider.make_batch_request([(RPCEndpoint(method), params) for method, params in calls])
+    if not isinstance(responses, list):
+        raise_error_for_batch_response(responses, w3.manager.logger)
+    if len(responses) != len(calls):
+        raise ValueError(f"the node answered {len(responses)} of {len(calls)} calls")
+    for (method, params), response in zip(calls, responses):
+        revert = raise_contract_logic_error_on_revert if method == "eth_call" else None
+        validate_rpc_response_and_raise_if_error(response, revert, is_subscription_response=False,
+                                                 logger=w3.manager.logger, params=params)
+    return [response["result"] for response in responses]
+
+
+def quantity(value: Any) -> int:
+    """A JSON-RPC quantity ("0x" + hex digits) as an int; ValueError for anything else."""
+    if not isinstance(value, str) or not QUANTITY_RE.match(value):
+        raise ValueError(f"not a JSON-RPC quantity: {str(value)[:80]!r}")
+    return int(value, 16)
+
+
+def data_bytes(value: Any, length: int | None = None) -> bytes:
+    """JSON-RPC data ("0x" + an even number of hex digits) as bytes, of `length` when given."""
+    if not isinstance(value, str) or not DATA_RE.match(value):
+        raise ValueError(f"not JSON-RPC data: {str(value)[:80]!r}")
+    data = bytes.fromhex(value[2:])
+    if length is not None and len(data) != length:
+        raise ValueError(f"expected {length} bytes of JSON-RPC data, got {len(data)}")
+    return data
+
+
+def _block_param(block: int | str) -> str:
+    return hex(block) if isinstance(block, int) else block
 
 
 def require_rpc_url(rpc_url: str | None) -> str:
@@ -226,6 +274,13 @@ def checked_address(address: str) -> str:
     if not isinstance(address, str) or not ADDRESS_RE.match(address):
         raise PermanentError("The registry address must be 0x followed by 40 hex digits.",
                              code=REGISTRY_ADDRESS_INVALID)
+    return checksummed(address)
+
+
+@functools.lru_cache(maxsize=4096)
+def checksummed(address: str) -> str:
+    """EIP-55 form of an address, remembered: it costs a keccak, and a worker sees the same
+    registry and creators job after job."""
     return to_checksum_address(address)
 
 
@@ -262,7 +317,7 @@ def decode_entry(data: bytes) -> OnchainEntry:
     except (DecodingError, UnicodeDecodeError, ValueError) as exc:
         raise incompatible from exc
     return OnchainEntry(
-        creator=to_checksum_address(values[0]),
+        creator=checksummed(values[0]),
         manifest_uri=values[2],
         timestamp=int(values[ts_index]),
     )
@@ -276,15 +331,15 @@ def read_entry(w3: Web3, registry_address: str, content_hash: str, block: int | 
     """
     address = checked_address(registry_address)
     calldata = ENTRIES_SELECTOR + hash_bytes(content_hash)
+    at = _block_param(block)
+    get_code = ("eth_getCode", [address, at])
     try:
         with rpc_errors("entries(bytes32)"):
-            with w3.batch_requests() as batch:
-                batch.add(w3.eth.get_code(address, block))
-                batch.add(w3.eth.call({"to": address, "data": "0x" + calldata.hex()}, block))
-                code, data = batch.execute()
+            code, data = raw_batch(w3, [get_code, ("eth_call", [{"to": address, "data": "0x" + calldata.hex()}, at])])
+            code, data = data_bytes(code), data_bytes(data)
     except PermanentError:  # the call reverted: is there a contract at all?
         with rpc_errors("eth_getCode"):
-            code = w3.eth.get_code(address, block)
+            code = data_bytes(raw_batch(w3, [get_code])[0])
         if code:
             raise
     if not code:
