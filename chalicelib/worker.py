@@ -27,15 +27,15 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from statistics import median
 from typing import Any, Iterator
 
+from chalicelib.alarms import ALARMS
 from chalicelib.errors import JobError, TransientError
 from chalicelib.jobs import Job, history_row
 from chalicelib.queue import MAX_VISIBILITY_SECONDS
 from chalicelib.result_cache import Verified, lookup_or_verify
 from chalicelib.telemetry import job_finished, logger
-from chalicelib.verification import sha256_stream
+from chalicelib.upload_hashing import hash_upload
 from chalicelib.vocabulary import CANCELLED, INTERNAL_ERROR, PROGRESS_HASHED, PROGRESS_PERSISTING, PROOF
 from chalicelib.wiring import Services, verification
 
@@ -44,9 +44,6 @@ from chalicelib.wiring import Services, verification
 # its lease has run out by the time SQS shows the message again, so that delivery runs the job
 # (rather than being put back, which would spend one of the message's receives).
 VISIBILITY_PER_LEASE = 1.5
-# The log says how long each part of an upload took to read and hash: its multipart part size, or
-# for a presigned POST this many bytes (the default part size).
-HASH_LOG_PART_BYTES = 64 * 1024 * 1024
 
 
 class RetryScheduled(Exception):
@@ -171,15 +168,17 @@ def _heartbeat(attempt: Attempt, delivery: Delivery) -> Iterator[None]:
     """Every third of LEASE_SECONDS until the block ends, renew the lease (writing the attempt's
     progress and file hash with it) and the message's visibility; nothing for a job that ends
     before the first beat, whose lease and message the start of the attempt and the queue's own
-    visibility timeout cover. A renewal that fails (database or queue down) is logged and tried
-    again on the next beat: the job goes on, and at worst a copy runs it once the lease runs out.
-    A renewal refused because the job was cancelled stops the attempt at its next step."""
+    visibility timeout cover (so the beats' thread starts at the first beat: most jobs never
+    need one). A renewal that fails (database or queue down) is logged and tried again on the
+    next beat: the job goes on, and at worst a copy runs it once the lease runs out. A renewal
+    refused because the job was cancelled stops the attempt at its next step."""
     services, job = attempt.services, attempt.job
     seconds = services.settings.lease_seconds
-    stop = threading.Event()
+    stop, starting = threading.Event(), threading.Lock()
+    beating: list[threading.Thread] = []
 
-    def beat() -> None:
-        while not stop.wait(seconds / 3):
+    def beats() -> None:
+        while True:
             try:
                 renewed = services.store.renew_lease(job.id, attempt.lease_token, seconds, attempt.progress,
                                                      attempt.content_hash)
@@ -194,20 +193,30 @@ def _heartbeat(attempt: Attempt, delivery: Delivery) -> Iterator[None]:
                     return
             attempt.beaten.set()
             _hide(services, job, delivery, math.ceil(seconds * VISIBILITY_PER_LEASE))
+            if stop.wait(seconds / 3):
+                return
 
-    thread = threading.Thread(target=beat, name=f"lease-{job.id}", daemon=True)
-    thread.start()
+    def first_beat_due() -> None:  # on the alarms' thread: only starts the beats' own
+        with starting:
+            if not stop.is_set():
+                beating.append(threading.Thread(target=beats, name=f"lease-{job.id}", daemon=True))
+                beating[0].start()
+
+    first_beat = ALARMS.set(seconds / 3, first_beat_due)
     try:
         yield
     finally:
-        stop.set()
-        thread.join()
+        with starting:
+            stop.set()
+        ALARMS.cancel(first_beat)
+        for thread in beating:
+            thread.join()
 
 
 def _execute(attempt: Attempt) -> Verified:
     services, job = attempt.services, attempt.job
     if job.object_key:
-        attempt.content_hash = file_hash = _hash_object(services, job)
+        attempt.content_hash = file_hash = hash_upload(services.storage, job)
     else:
         file_hash = job.content_hash
     attempt.step(PROGRESS_HASHED)
@@ -226,45 +235,6 @@ def _execute(attempt: Attempt) -> Verified:
                                 job.registry_address, rpc_url, job.file_name, verify)
     attempt.step(PROGRESS_PERSISTING)
     return verified
-
-
-def _hash_object(services: Services, job: Job) -> str:
-    """SHA-256 of the stored upload, read in parallel ranges and hashed in order; logs how long
-    storage took to answer, how fast the bytes were hashed once they flowed (the worker's own
-    throughput), how long the ranged GETs took (median and slowest), and for a file of several
-    parts how long each part took to read and hash, so that a slow stretch shows where it was."""
-    requested = time.monotonic()
-    part_seconds: list[float] = []
-    size, chunks = services.storage.stream_object(job.object_key, part_seconds)
-    first_byte: list[float] = []
-    part_bytes = job.upload_part_size or HASH_LOG_PART_BYTES
-
-    def timed(stream: Iterator[bytes]) -> Iterator[bytes]:
-        done, part_started = 0, time.monotonic()
-        for chunk in stream:
-            if not first_byte:
-                first_byte.append(time.monotonic())
-            yield chunk
-            done += len(chunk)
-            if size > part_bytes and (done // part_bytes > (done - len(chunk)) // part_bytes or done == size):
-                now = time.monotonic()
-                logger.info("upload part hashed", extra={
-                    "job_id": job.id, "part": -(-done // part_bytes) if done == size else done // part_bytes,
-                    "bytes_done": done, "bytes": size,
-                    "seconds": now - part_started})
-                part_started = now
-
-    file_hash = sha256_stream(timed(chunks))
-    done = time.monotonic()
-    streaming = done - (first_byte[0] if first_byte else requested)
-    logger.info("upload hashed", extra={
-        "job_id": job.id, "bytes": size, "seconds": done - requested,
-        "first_byte_seconds": (first_byte[0] if first_byte else done) - requested,
-        "mib_per_s": size / (1024 * 1024) / streaming if streaming > 0 else None,
-        "ranges": len(part_seconds), "range_seconds_median": median(part_seconds) if part_seconds else None,
-        "range_seconds_max": max(part_seconds, default=None),
-    })
-    return file_hash
 
 
 def _as_job_error(exc: Exception) -> JobError:

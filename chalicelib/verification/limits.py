@@ -5,8 +5,8 @@ urllib3's timeouts apply to each socket operation, so a server that sends one by
 (headers or body) never trips them. A `Watchdog` belongs to one session: the connections the
 session opens register with it, and when a call outlives its deadline a timer shuts their
 sockets down, so the blocked read fails at once and the call raises `DeadlineExceeded`. The
-deadlines of the whole process share one timer thread (`Alarms`), since a thread per call (three
-per verification) cost more CPU than the verification's own JSON-RPC handling.
+deadlines of the whole process share one timer thread (`chalicelib.alarms`), since a thread per
+call (three per verification) cost more CPU than the verification's own JSON-RPC handling.
 
 What it does not do: it cannot interrupt a DNS lookup (getaddrinfo cannot be cancelled; the
 resolver's own timeouts bound it), and it expects one call at a time per session (the sessions
@@ -15,17 +15,17 @@ here serve one verification, sequentially), since an expiry cuts every socket of
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
 import socket
 import threading
-import time
 import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import requests
+from urllib3.response import BaseHTTPResponse
+
+from ..alarms import ALARMS
 
 _CHUNK = 64 * 1024
 
@@ -85,64 +85,6 @@ class Watchdog:
             raise overran
 
 
-class Alarms:
-    """Calls each action at its time unless cancelled before, all on one thread of the process
-    (started on first use): what `threading.Timer` does, without a thread per alarm. The actions
-    must be quick (they cut sockets); a slow one delays the others."""
-
-    def __init__(self) -> None:
-        self._due: list[tuple[float, int, Callable[[], None]]] = []  # a heap, soonest first
-        self._pending: set[int] = set()
-        self._cancelled: set[int] = set()
-        self._numbers = itertools.count()
-        self._changed = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    def set(self, seconds: float, action: Callable[[], None]) -> int:
-        """Call `action` in `seconds`; the alarm's number, for `cancel`."""
-        with self._changed:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._ring, name="deadline-alarms", daemon=True)
-                self._thread.start()
-            number = next(self._numbers)
-            self._pending.add(number)
-            heapq.heappush(self._due, (time.monotonic() + seconds, number, action))
-            if self._due[0][1] == number:
-                self._changed.notify()
-            return number
-
-    def cancel(self, number: int) -> None:
-        """The alarm will not ring (if it has not rung yet)."""
-        with self._changed:
-            if number in self._pending:
-                self._cancelled.add(number)
-
-    def _ring(self) -> None:
-        with self._changed:
-            while True:
-                while self._due and self._due[0][1] in self._cancelled:
-                    number = heapq.heappop(self._due)[1]
-                    self._cancelled.discard(number)
-                    self._pending.discard(number)
-                if not self._due:
-                    self._changed.wait()
-                    continue
-                wait = self._due[0][0] - time.monotonic()
-                if wait > 0:
-                    self._changed.wait(wait)
-                    continue
-                _, number, action = heapq.heappop(self._due)
-                self._pending.discard(number)
-                self._changed.release()
-                try:
-                    action()
-                except Exception:  # an alarm's failure must not stop the others
-                    pass
-                finally:
-                    self._changed.acquire()
-
-
-ALARMS = Alarms()
 
 
 # The watchdog of the call in progress: connections opened during the call register with it.
@@ -158,7 +100,7 @@ class Fetched:
     body: bytes = b""
 
 
-def read_capped(response: requests.Response, max_bytes: int) -> bytes:
+def read_capped(response: BaseHTTPResponse, max_bytes: int) -> bytes:
     """The decoded body, refused (BodyTooLarge) as soon as it exceeds `max_bytes`.
 
     `read1` with `decode_content` returns at most the bytes asked for after decompression
@@ -168,7 +110,7 @@ def read_capped(response: requests.Response, max_bytes: int) -> bytes:
     if length and length.isdigit() and int(length) > max_bytes:
         raise BodyTooLarge(max_bytes)
     body = bytearray()
-    while chunk := response.raw.read1(min(_CHUNK, max_bytes + 1 - len(body)), decode_content=True):
+    while chunk := response.read1(min(_CHUNK, max_bytes + 1 - len(body)), decode_content=True):
         body += chunk
         if len(body) > max_bytes:
             raise BodyTooLarge(max_bytes)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 from urllib.parse import SplitResult, urlsplit
 
 import requests
@@ -248,14 +248,32 @@ class GuardedSession(requests.Session):
         self.mount("http://", adapter)
         self.mount("https://", adapter)
 
-    def fetch(self, method: str, url: str, max_bytes: int, **kwargs: Any) -> Fetched:
+    def fetch(self, method: str, url: str, max_bytes: int, data: bytes | None = None,
+              headers: Mapping[str, str] | None = None) -> Fetched:
         """One request, redirects not followed, finished within `deadline_seconds` from the
         first byte sent to the last byte read (DeadlineExceeded otherwise); the body of a 2xx
-        answer is read up to `max_bytes` after decompression (BodyTooLarge beyond)."""
+        answer is read up to `max_bytes` after decompression (BodyTooLarge beyond).
+
+        Sent through the adapter's guarded urllib3 pool directly, with the session's headers:
+        requests' own layers (preparing, cookies, hooks, the environment) cost 0.6 of the 1.4 ms
+        of CPU a call took (measured on loopback), and a fetch uses none of them. Failures are
+        urllib3's exceptions (`urllib3.exceptions.HTTPError`), not requests'."""
+        adapter = self.get_adapter(url)
+        timeout = adapter.timeout if isinstance(adapter, GuardedAdapter) else self.deadline_seconds
         with self.watchdog.deadline(self.deadline_seconds):
-            with self.request(method, url, stream=True, allow_redirects=False, **kwargs) as response:
-                body = read_capped(response, max_bytes) if 200 <= response.status_code < 300 else b""
-                return Fetched(response.status_code, response.headers, body)
+            response = adapter.poolmanager.urlopen(
+                method, url, body=data, headers={**self.headers, **(headers or {})}, redirect=False,
+                retries=False, preload_content=False, timeout=timeout)
+            try:
+                body = read_capped(response, max_bytes) if 200 <= response.status < 300 else b""
+            except BaseException:
+                response.close()
+                raise
+            if 200 <= response.status < 300:
+                response.release_conn()  # read to its end: the connection may serve the next call
+            else:
+                response.close()  # a body left unread: the connection cannot serve again
+            return Fetched(response.status, response.headers, body)
 
 
 def guarded_session(allow_private: bool, timeout: float, max_redirects: int = 3) -> GuardedSession:

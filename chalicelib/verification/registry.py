@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 import requests
+import urllib3
 from eth_abi import decode as abi_decode
 from eth_abi.exceptions import DecodingError
 from eth_utils import function_signature_to_4byte_selector, to_checksum_address
@@ -125,7 +126,7 @@ def rpc_errors(what: str) -> Iterator[None]:
     except DeadlineExceeded as exc:
         raise TransientError(f"The RPC endpoint did not answer {what} in time.",
                              code=RPC_UNAVAILABLE, detail=str(exc)) from exc
-    except (requests.RequestException, OSError) as exc:
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         raise TransientError(f"The RPC endpoint is unreachable during {what}.",
                              code=RPC_UNAVAILABLE, detail=f"{type(exc).__name__}: {exc}") from exc
     except (Web3Exception, ValueError) as exc:  # JSON-RPC error object, non-JSON answer, ...

@@ -135,6 +135,7 @@ def _attached(runner_log: str | None, runner_pid: int | None) -> BenchStack:
 
 
 ANVIL = "bin/anvil --host"  # its command line also holds "localstack/": matched before LocalStack
+EMULATORS = ("moto server", "localstack")  # the processes that play S3 and SQS: AWS's machines, not ours
 ROLES = (("chalice local", "api (chalice local)"), ("devstack.runner", "runner (workers)"),
          ("moto", "moto server"), (ANVIL, "anvil (dev chain)"), ("localstack", "localstack"))
 

@@ -136,7 +136,7 @@ def one_job(stack: BenchStack, client: ApiClient, target: Target, path: Path, cr
 # --- the report -----------------------------------------------------------------------------------
 
 def report(outcome: dict[str, Any], hashlib_rate: float, content_hash: str) -> bool:
-    size, mib = outcome["size"], outcome["size"] / MIB
+    mib = outcome["size"] / MIB
     job, result = outcome["job"], (outcome["job"].get("result") or {})
     print(f"\n--- READ_PARALLEL_RANGES={outcome['ranges']} ---")
     print(f"  upload, {outcome['parts']} parts of {outcome['part_size'] / MIB:.0f} MiB, 4 in flight (the CLI's "

@@ -42,14 +42,13 @@ from typing import Any
 
 from devstack.stack import PROJECT_ROOT
 
-from tests.bench._common import add_stack_arguments, BenchStack, bench_stack, cpu_seconds, load_line, say, spread
+from tests.bench._common import add_stack_arguments, EMULATORS, BenchStack, bench_stack, cpu_seconds, load_line, say, spread
 from tests.bench.bench_pipeline import (
     RUNNER, Item, add_workload_arguments, make_items, print_cpu, run_pipeline, worker_cpu,
 )
 
 PEER_DIR = PROJECT_ROOT / "tests" / "bench" / "peer"
 QUEUE_NAME = "verification"
-EMULATORS = ("moto server", "localstack")
 PEER_WORKER = "peer worker (node)"
 
 

@@ -54,7 +54,7 @@ from tests.integration.deepchain import DeepChainProxy
 from devstack.postgres import LOG_FILE_NAME as POSTGRES_LOG
 from tests.bench.counting import RequestCounter, TransactionCounter, Transactions
 from tests.bench._common import (
-    add_stack_arguments,
+    add_stack_arguments, EMULATORS,
     BenchStack, alive, bench_stack, cpu_seconds, load_line, parse_time, percentile, runner_log_records, say, spread,
 )
 
@@ -487,6 +487,7 @@ def print_round(number: int, stack: BenchStack, args: argparse.Namespace, cache:
     ratio = pipe["jobs_per_s"] / inproc["jobs_per_s"]
     print(f"pipeline / in-process       {ratio:.2f} ({100 * ratio:.0f}%; goal >= 60%)   "
           f"against the benchmark-process variant: {pipe['jobs_per_s'] / here['jobs_per_s']:.2f}")
+    print_cpu_bound(pipe, inproc, args.jobs)
     total, handler = worker_cpu(pipe)
     verifier = inproc["cpu"].get(VERIFIER, 0.0) / args.jobs
     print(f"worker CPU per job          {1000 * total / args.jobs:.1f} ms, {total / args.jobs / verifier:.2f}x the "
@@ -496,6 +497,19 @@ def print_round(number: int, stack: BenchStack, args: argparse.Namespace, cache:
               f"(less, by thread CPU time, the poll threads' CPU outside the handler, "
               f"{1000 * pipe['poll_cpu'] / args.jobs:.1f} ms per job: Lambda's event source mapping on AWS; "
               f"and the schedules', {1000 * pipe['schedule_cpu'] / args.jobs:.1f} ms per job: functions of their own)")
+
+
+def print_cpu_bound(pipe: dict[str, Any], inproc: dict[str, Any], jobs: int) -> None:
+    """What the cores allow: every process of the run shares them, so the pipeline cannot beat
+    cores / (its CPU per job, all processes together), whatever its concurrency."""
+    cores = os.cpu_count() or 1
+    pipe_cpu, inproc_cpu = sum(pipe["cpu"].values()) / jobs, sum(inproc["cpu"].values()) / jobs
+    emulator = sum(seconds for name, seconds in pipe["cpu"].items() if name in EMULATORS) / jobs
+    bound, bound_without = cores / pipe_cpu, cores / (pipe_cpu - emulator)
+    print(f"  the CPU bound             {1000 * pipe_cpu:.1f} ms of CPU per job for the pipeline, all processes "
+          f"(in-process: {1000 * inproc_cpu:.1f}); on {cores} cores at most {bound:.1f} jobs/s = "
+          f"{bound / inproc['jobs_per_s']:.2f} of in-process; less the emulator's {1000 * emulator:.1f} ms "
+          f"(AWS's machines, not ours): {bound_without:.1f} jobs/s = {bound_without / inproc['jobs_per_s']:.2f}")
 
 
 def check(pipe: dict[str, Any], inproc: dict[str, Any], here: dict[str, Any], jobs: int) -> list[str]:

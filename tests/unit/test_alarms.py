@@ -1,7 +1,7 @@
 """The deadlines' shared timer thread: alarms ring in time order, cancelled ones never."""
 import threading
 
-from chalicelib.verification.limits import Alarms
+from chalicelib.alarms import Alarms
 
 
 def test_alarms_ring_in_order_and_a_cancelled_one_never_rings():
