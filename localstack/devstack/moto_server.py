@@ -6,8 +6,8 @@ retention period through ``get_queue_attributes``, which builds ``Queue.attribut
 times; that counts every message of the queue (the ApproximateNumberOf* attributes, a clock read
 per message). So receiving k messages from a queue n deep costs O(k·n), and draining a backlog
 O(n²): 43% of the moto server's CPU in the pipeline benchmark with a backlog of a few hundred
-messages (py-spy, moto 5.2.5), and 0.78 s against 0.022 s for a receive of 10 from 1,000
-(``tests/bench/bench_moto_receive.py``). The replacement reads the queue's own
+messages (py-spy, moto 5.2.5), and 0.78–0.97 s against 0.017–0.022 s for a receive of 10 from
+1,000 (``tests/bench/bench_moto_receive.py``, two runs). The replacement reads the queue's own
 ``message_retention_period`` field, the value that attribute reports, so an expired message is
 still withheld exactly as moto withholds it.
 
