@@ -173,7 +173,7 @@ class Emulator:
 def start_moto(region: str = DEFAULT_REGION, timeout: float = 30.0) -> Emulator:
     """moto's server in a child process on a loopback port. Its own process, since moto's state is
     per process: a ``mock_aws()`` in this process would reset it, and a second emulator share it.
-    Started through ``devstack.moto_server``: moto's server with its SQS receive made linear."""
+    Started through ``devstack.moto_server``: moto's server with its SQS sends and receives made linear."""
     started = time.monotonic()
     reservation = PortReservation()  # held until the server answers: werkzeug binds with SO_REUSEADDR
     endpoint = f"http://127.0.0.1:{reservation.port}"

@@ -1,36 +1,42 @@
-"""`python -m devstack.moto_server -H HOST -p PORT`: moto's own server, with its SQS receive made linear.
+"""`python -m devstack.moto_server -H HOST -p PORT`: moto's own server, its SQS sends and receives
+no longer quadratic in the queue's depth.
 
-What it patches: ``SQSBackend.is_message_valid_based_on_retention_period``. moto's
-``receive_message`` calls it for every message it hands out, and moto's version reads the
-retention period through ``get_queue_attributes``, which builds ``Queue.attributes`` up to three
-times; that counts every message of the queue (the ApproximateNumberOf* attributes, a clock read
-per message). So receiving k messages from a queue n deep costs O(k·n), and draining a backlog
-O(n²): 43% of the moto server's CPU in the pipeline benchmark with a backlog of a few hundred
-messages (py-spy, moto 5.2.5), and 0.78–0.97 s against 0.017–0.022 s for a receive of 10 from
-1,000 (``tests/bench/bench_moto_receive.py``, two runs). The replacement reads the queue's own
-``message_retention_period`` field, the value that attribute reports, so an expired message is
-still withheld exactly as moto withholds it.
+Why: in the pipeline benchmark's backlog (a few hundred messages) 63% of the moto server's CPU
+went to ``Queue.attributes`` (py-spy, moto 5.2.5). That builds every attribute, including the
+ApproximateNumberOf* counts, which walk every message of the queue reading the clock once or
+twice per message. moto builds it up to three times per message a receive hands out (the
+retention check, 43%) and once per send (to read ``ContentBasedDeduplication``, 22%).
+``tests/bench/bench_moto_receive.py``, 1,000 messages queued: a receive of 10 took 0.7-0.97 s,
+a send 23-25 ms.
 
-Guarded: ``patch()`` checks that moto still has the method with the same parameters, that its
-body still reads ``MessageRetentionPeriod`` through ``get_queue_attributes``, that
-``receive_message`` still calls it, and that a queue's field equals its attribute; otherwise it
-raises ``MotoPatchError`` naming the moto version, and the server does not start.
+What it patches, before moto's ``moto.server.main`` runs:
+- ``SQSBackend.is_message_valid_based_on_retention_period`` reads the queue's own
+  ``message_retention_period`` field (the value the attribute reports) instead of building the
+  attribute dict: an expired message is still withheld exactly as moto withholds it.
+- ``Queue.messages`` and ``Queue.approximate_number_of_messages_delayed`` / ``_not_visible``
+  make moto's own tests (``Message.visible``: now > visible_at; ``Message.delayed``:
+  now < delayed_until) on one clock reading per call instead of one per message. They stay O(n),
+  but a comparison each, so the attribute dict a send builds is cheap again.
 
-What it does not do: it changes nothing else of moto. ``send_message`` still builds
-``Queue.attributes`` once per message, to read ``ContentBasedDeduplication`` (O(n) per send,
-22% of the server's CPU in the same profile): that line sits in the middle of moto's
-``send_message`` and only a copy of the whole method could change it. A receive stays O(n), since
-moto lists the visible messages (two clock reads each) before it takes any, and
-``GetQueueAttributes`` stays O(n), as its counts are what it is asked for. Not for AWS: only the
+Guarded: ``patch()`` checks that moto still has each part with the shape replaced (the method's
+parameters, that it reads ``MessageRetentionPeriod`` through ``get_queue_attributes`` and that
+``receive_message`` calls it; that the properties read the fields and tests named in
+``QUEUE_PROPERTIES`` and ``MESSAGE_TESTS``; that a queue's field equals its attribute); else it
+raises ``MotoPatchError`` naming the moto version, patches nothing, and the server does not start.
+
+What it does not do: nothing else of moto changes (a send still builds the attribute dict, a
+receive still lists the visible messages first, deletes still scan the queue: all linear). The
+lists are taken at one instant instead of over the microseconds of a walk. Not for AWS: only the
 local stack runs this.
 """
 from __future__ import annotations
 
 import inspect
 import sys
+from types import CodeType
 
 import moto
-from moto.core.utils import unix_time
+from moto.core.utils import unix_time, unix_time_millis
 from moto.sqs.models import Message, Queue, SQSBackend
 
 PATCHED_METHOD = "is_message_valid_based_on_retention_period"
@@ -49,34 +55,90 @@ def retention_check_linear(self: SQSBackend, queue_name: str, message: Message) 
     return retain_until > unix_time()
 
 
+# moto's Message.visible is `now > visible_at` and Message.delayed `now < delayed_until`, each
+# reading the clock; the queue's lists and counts below make the same tests on one reading.
+
+def visible_messages(queue: Queue) -> list[Message]:
+    """moto's ``Queue.messages``: the messages visible and not delayed."""
+    now = unix_time_millis()
+    return [m for m in queue._messages if now > m.visible_at and not now < m.delayed_until]
+
+
+def delayed_count(queue: Queue) -> int:
+    """moto's ``Queue.approximate_number_of_messages_delayed``."""
+    now = unix_time_millis()
+    return sum(1 for m in queue._messages if now < m.delayed_until)
+
+
+def not_visible_count(queue: Queue) -> int:
+    """moto's ``Queue.approximate_number_of_messages_not_visible``."""
+    now = unix_time_millis()
+    return sum(1 for m in queue._messages if not now > m.visible_at)
+
+
+# Queue property -> (its replacement, the names moto's own getter must read to be the same thing)
+QUEUE_PROPERTIES: dict[str, tuple[property, set[str]]] = {
+    "messages": (property(visible_messages), {"_messages", "visible", "delayed"}),
+    "approximate_number_of_messages_delayed": (property(delayed_count), {"_messages", "delayed"}),
+    "approximate_number_of_messages_not_visible": (property(not_visible_count), {"_messages", "visible"}),
+}
+MESSAGE_TESTS = {"visible": "visible_at", "delayed": "delayed_until"}  # Message property -> field it compares
+# (class, attribute, what patch() puts there)
+REPLACEMENTS: list[tuple[type, str, object]] = [
+    (SQSBackend, PATCHED_METHOD, retention_check_linear),
+    *((Queue, name, replacement) for name, (replacement, _) in QUEUE_PROPERTIES.items()),
+]
+
+
 def _fail(reason: str) -> MotoPatchError:
     return MotoPatchError(f"devstack.moto_server: moto {moto.__version__} {reason}; "
                           f"this patch was written for moto 5.2.5's SQS ({__name__})")
 
 
+def _names(code: CodeType) -> set[str]:
+    """The attribute and global names a function reads, its comprehensions' included."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            names |= _names(const)
+    return names
+
+
+def _getter_names(owner: type, name: str) -> set[str] | None:
+    """What the getter of ``owner.name`` reads, or None when it is not a property."""
+    found = owner.__dict__.get(name)
+    return _names(found.fget.__code__) if isinstance(found, property) else None
+
+
 def check_shape() -> None:
-    """Raise unless moto's SQS is what the replacement stands in for."""
+    """Raise unless moto's SQS is what the replacements stand in for (replaced parts pass)."""
     original = getattr(SQSBackend, PATCHED_METHOD, None)
     if original is None:
         raise _fail(f"has no SQSBackend.{PATCHED_METHOD}")
-    if original is retention_check_linear:
-        return
-    if list(inspect.signature(original).parameters) != EXPECTED_PARAMETERS:
-        raise _fail(f"changed SQSBackend.{PATCHED_METHOD}'s parameters to {inspect.signature(original)}")
-    code = original.__code__
-    if "get_queue_attributes" not in code.co_names or "MessageRetentionPeriod" not in code.co_consts:
-        raise _fail(f"no longer reads MessageRetentionPeriod through get_queue_attributes in {PATCHED_METHOD}")
-    if PATCHED_METHOD not in SQSBackend.receive_message.__code__.co_names:
-        raise _fail(f"no longer calls {PATCHED_METHOD} from SQSBackend.receive_message")
+    if original is not retention_check_linear:
+        if list(inspect.signature(original).parameters) != EXPECTED_PARAMETERS:
+            raise _fail(f"changed SQSBackend.{PATCHED_METHOD}'s parameters to {inspect.signature(original)}")
+        code = original.__code__
+        if "get_queue_attributes" not in code.co_names or "MessageRetentionPeriod" not in code.co_consts:
+            raise _fail(f"no longer reads MessageRetentionPeriod through get_queue_attributes in {PATCHED_METHOD}")
+        if PATCHED_METHOD not in SQSBackend.receive_message.__code__.co_names:
+            raise _fail(f"no longer calls {PATCHED_METHOD} from SQSBackend.receive_message")
+    for name, (replacement, reads) in QUEUE_PROPERTIES.items():
+        if Queue.__dict__.get(name) is not replacement and not reads <= (_getter_names(Queue, name) or set()):
+            raise _fail(f"changed Queue.{name} (expected a property reading {', '.join(sorted(reads))})")
+    for name, field in MESSAGE_TESTS.items():
+        if not {field, "unix_time_millis"} <= (_getter_names(Message, name) or set()):
+            raise _fail(f"changed Message.{name} (expected a property comparing the clock with {field})")
     probe = Queue("moto-server-patch-probe", "us-east-1", "123456789012", MessageRetentionPeriod="60")
     if getattr(probe, "message_retention_period", None) != probe.attributes.get("MessageRetentionPeriod"):
         raise _fail("reports a MessageRetentionPeriod other than Queue.message_retention_period")
 
 
 def patch() -> None:
-    """Put the linear retention check in place (idempotent), or raise ``MotoPatchError``."""
+    """Put the replacements in place (idempotent), or raise ``MotoPatchError`` and change nothing."""
     check_shape()
-    setattr(SQSBackend, PATCHED_METHOD, retention_check_linear)
+    for owner, name, replacement in REPLACEMENTS:
+        setattr(owner, name, replacement)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import moto.sqs.models
 import pytest
-from moto.sqs.models import Queue, SQSBackend
+from moto.sqs.models import Message, Queue, SQSBackend
 
 from devstack import moto_server
 
@@ -18,9 +18,15 @@ RETENTION_SECONDS = 60
 
 
 @pytest.fixture
-def patched(monkeypatch: pytest.MonkeyPatch) -> SQSBackend:
+def restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the test patches of moto is undone after it."""
+    for owner, name, _ in moto_server.REPLACEMENTS:
+        monkeypatch.setattr(owner, name, owner.__dict__[name])
+
+
+@pytest.fixture
+def patched(restored: None) -> SQSBackend:
     """A fresh SQS backend with the patch in place (undone after the test)."""
-    monkeypatch.setattr(SQSBackend, moto_server.PATCHED_METHOD, getattr(SQSBackend, moto_server.PATCHED_METHOD))
     moto_server.patch()
     return SQSBackend("us-east-1", "123456789012")
 
@@ -39,15 +45,11 @@ def _received(backend: SQSBackend, queue_name: str) -> list[str]:
     return [m.body for m in backend.receive_message(queue_name, 10, 0, 30)]
 
 
-def test_patch_replaces_the_check():
-    assert getattr(SQSBackend, moto_server.PATCHED_METHOD) is not moto_server.retention_check_linear
-    original = getattr(SQSBackend, moto_server.PATCHED_METHOD)
-    try:
-        moto_server.patch()
-        moto_server.patch()  # idempotent
-        assert getattr(SQSBackend, moto_server.PATCHED_METHOD) is moto_server.retention_check_linear
-    finally:
-        setattr(SQSBackend, moto_server.PATCHED_METHOD, original)
+def test_patch_replaces_the_check_and_the_queue_lists(restored: None):
+    assert all(owner.__dict__[name] is not replacement for owner, name, replacement in moto_server.REPLACEMENTS)
+    moto_server.patch()
+    moto_server.patch()  # idempotent
+    assert all(owner.__dict__[name] is replacement for owner, name, replacement in moto_server.REPLACEMENTS)
 
 
 def test_a_message_past_the_retention_period_is_not_received(patched: SQSBackend):
@@ -91,6 +93,47 @@ def test_receive_does_not_build_the_attribute_dict(patched: SQSBackend, monkeypa
 
     monkeypatch.setattr(Queue, "attributes", property(attributes_refused))
     assert len(_received(patched, queue_name)) == 10
+
+
+def test_queue_lists_and_counts_as_moto_makes_them(monkeypatch: pytest.MonkeyPatch):
+    """Messages visible and delayed until just before, at and just after a frozen instant: the
+    replacements sort each the way moto's own properties do."""
+    now = 1_800_000_000_000.0
+    monkeypatch.setattr(moto.sqs.models, "unix_time_millis", lambda: now)
+    monkeypatch.setattr(moto_server, "unix_time_millis", lambda: now)
+    backend = SQSBackend("us-east-1", "123456789012")
+    queue_name = _queue_with(backend)
+    for visible_at in (now - 1, now, now + 1):
+        for delayed_until in (now - 1, now, now + 1):
+            message = backend.send_message(queue_name, f"visible {visible_at - now:+} delayed {delayed_until - now:+}")
+            message.visible_at, message.delayed_until = visible_at, delayed_until
+    queue = backend.get_queue(queue_name)
+    for name, (replacement, _) in moto_server.QUEUE_PROPERTIES.items():
+        assert replacement.fget(queue) == Queue.__dict__[name].fget(queue), name
+    assert [m.body for m in moto_server.visible_messages(queue)] == ["visible -1.0 delayed -1.0", "visible -1.0 delayed +0.0"]
+
+
+def test_receive_and_send_do_not_read_the_clock_per_message(patched: SQSBackend, monkeypatch: pytest.MonkeyPatch):
+    """moto's own lists read it twice per message queued, for every send and receive."""
+    queue_name = _queue_with(patched, *[0] * 50)
+    reads = []
+    monkeypatch.setattr(moto.sqs.models, "unix_time_millis", lambda: reads.append(1) or 1e15)
+    monkeypatch.setattr(moto_server, "unix_time_millis", lambda: reads.append(1) or 1e15)
+    patched.send_message(queue_name, "one more")
+    patched.receive_message(queue_name, 10, 0, 30)
+    assert len(reads) < 50
+
+
+def test_the_guard_refuses_a_changed_queue_list(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(Queue, "messages", property(lambda queue: list(queue._messages)))
+    with pytest.raises(moto_server.MotoPatchError, match=r"changed Queue.messages"):
+        moto_server.patch()
+
+
+def test_the_guard_refuses_a_changed_message_test(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(Message, "visible", property(lambda message: message.receipt_handle is None))
+    with pytest.raises(moto_server.MotoPatchError, match=r"changed Message.visible"):
+        moto_server.patch()
 
 
 def test_the_guard_refuses_a_changed_signature(monkeypatch: pytest.MonkeyPatch):
