@@ -172,11 +172,12 @@ class Emulator:
 
 def start_moto(region: str = DEFAULT_REGION, timeout: float = 30.0) -> Emulator:
     """moto's server in a child process on a loopback port. Its own process, since moto's state is
-    per process: a ``mock_aws()`` in this process would reset it, and a second emulator share it."""
+    per process: a ``mock_aws()`` in this process would reset it, and a second emulator share it.
+    Started through ``devstack.moto_server``: moto's server with its SQS sends and receives made linear."""
     started = time.monotonic()
     reservation = PortReservation()  # held until the server answers: werkzeug binds with SO_REUSEADDR
     endpoint = f"http://127.0.0.1:{reservation.port}"
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(reservation.port)],
+    proc = subprocess.Popen([sys.executable, "-m", "devstack.moto_server", "-H", "127.0.0.1", "-p", str(reservation.port)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
 
@@ -198,6 +199,9 @@ def start_moto(region: str = DEFAULT_REGION, timeout: float = 30.0) -> Emulator:
             except (urllib.error.URLError, OSError):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     stop()
+                    if proc.returncode > 0:  # it exited; its stderr is not kept: if the patch's guard refused, say why
+                        from devstack.moto_server import check_shape  # (imports moto's SQS: only on failure)
+                        check_shape()
                     raise EmulatorError(f"moto server did not start on {endpoint}") from None
                 time.sleep(0.05)
     finally:

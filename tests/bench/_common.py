@@ -121,7 +121,7 @@ def _attached(runner_log: str | None, runner_pid: int | None) -> BenchStack:
     workers = _runner_workers(pid) if pid else None
     processes: dict[str, int] = {}
     for name, needle in (("make up (IPFS, moto when in-process)", "devstack up"), ("anvil (dev chain)", ANVIL),
-                         ("moto server", "moto.server"), ("api (chalice local)", "chalice local"),
+                         ("moto server", "devstack.moto_server"), ("api (chalice local)", "chalice local"),
                          ("runner (workers)", "devstack.runner")):
         found = find_process(needle)
         if found:
