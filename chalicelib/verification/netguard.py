@@ -22,6 +22,7 @@ from urllib.parse import SplitResult, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
@@ -224,6 +225,9 @@ class GuardedAdapter(HTTPAdapter):
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = _pool_classes(self.allow_private)
+        # requests hands its trust store to each request it sends; `GuardedSession.fetch` goes to
+        # the pools directly, so they get the same one here (not the system's).
+        self.poolmanager.connection_pool_kw.update(cert_reqs="CERT_REQUIRED", ca_certs=DEFAULT_CA_BUNDLE_PATH)
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
         # Through a proxy the peer is the proxy, so the check would be meaningless.
