@@ -168,6 +168,8 @@ class BoundedProvider(HTTPProvider):
         response = self.decode_rpc_response(raw)
         if not isinstance(response, list):
             return response  # one error object for the whole batch
+        if not all(isinstance(item, dict) for item in response):
+            raise ValueError("the node's answer to a batch holds something other than JSON-RPC responses")
         return sort_batch_response_by_response_ids(response)
 
 

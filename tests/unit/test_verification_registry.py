@@ -14,7 +14,7 @@ from chalicelib.errors import PermanentError, TransientError
 from chalicelib.verification import netguard, registry
 from chalicelib.verification.netguard import UrlNotAllowed
 from chalicelib.verification.registration import CONTENT_REGISTERED_TOPIC, RegistrationTx, find_registration
-from chalicelib.verification.registry import OnchainEntry, chain_id, connect, decode_entry, read_entry
+from chalicelib.verification.registry import OnchainEntry, chain_id, connect, decode_entry, pin_block, read_entry
 
 CREATOR = "0xA11B0dC0ef5E51b47368a9AF802d97201C0c6F52"
 HASH = "0x0abe8d173cc31e8c4095fdd2576bef72f596f8c804c2623022c7cab5c6b12c8e"
@@ -249,3 +249,26 @@ def test_read_entry_over_http_both_layouts_and_revert(rpc):
     with pytest.raises(PermanentError) as info:
         read_entry(w3, address, HASH)
     assert info.value.code == "REGISTRY_NOT_FOUND"
+
+
+@pytest.mark.parametrize("chain,head", [
+    ((200, b"1"), (200, b"2")),  # a batch answered with bare numbers, not JSON-RPC responses
+    ((200, {"result": hex(31337)}), (200, {"result": None})),  # no head block
+    ((200, {"result": "0xzz"}), (200, {"result": {"number": "0x1", "hash": "0x" + "ab" * 32, "timestamp": "0x2"}})),
+    ((200, {"result": hex(31337)}), (200, {"result": {"number": "0x1", "hash": "0xab", "timestamp": "0x2"}})),
+    ((200, {"result": hex(31337)}), (200, {"result": {"number": 1, "hash": "0x" + "ab" * 32, "timestamp": "0x2"}})),
+], ids=["bare-numbers", "no-head", "bad-chain-id", "short-hash", "number-not-hex"])
+def test_a_malformed_head_is_a_transient_rpc_error(rpc, chain, head):
+    rpc.answers["eth_chainId"], rpc.answers["eth_getBlockByNumber"] = chain, head
+    with pytest.raises(TransientError) as info:
+        pin_block(connect(rpc.url, LOCAL))
+    assert info.value.code == "RPC_ERROR"
+
+
+def test_the_head_is_read_from_the_nodes_hex(rpc):
+    rpc.answers["eth_chainId"] = (200, {"result": hex(84532)})
+    rpc.answers["eth_getBlockByNumber"] = (200, {"result": {"number": "0x1f", "hash": "0x" + "ab" * 32,
+                                                           "timestamp": "0x6543"}})
+    head = pin_block(connect(rpc.url, LOCAL))
+    assert (head.chain_id, head.number, head.hash, head.timestamp) == (84532, 31, "0x" + "ab" * 32, 0x6543)
+    assert rpc.round_trips == 1
