@@ -143,11 +143,13 @@ def process_proof_job(event: SQSEvent) -> None:
     batches.process_event(services(), event.to_dict())
 
 
-@app.on_sqs_message(queue=settings().large_queue_name, batch_size=1)
+@app.on_sqs_message(queue=settings().large_queue_name, batch_size=1,
+                    maximum_concurrency=settings().large_max_concurrency)
 def process_large_job(event: SQSEvent) -> None:
     """The worker for files over LARGE_FILE_BYTES (either job type): the same code as the others,
     with Lambda's 15-minute limit and more memory (so more CPU and network) in .chalice/config.json,
-    so that a 20 GiB upload can be hashed before the function times out."""
+    so that a 20 GiB upload can be hashed before the function times out; capped, so that a burst of
+    large files waits on its queue rather than taking the account's concurrency."""
     batches.process_event(services(), event.to_dict())
 
 

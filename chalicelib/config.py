@@ -93,6 +93,9 @@ class Settings:
     large_queue_url: str | None = None
     large_dead_letter_queue_url: str | None = None
     large_queue_name: str = "internetid-verification-large"
+    # The large-file worker's MaximumConcurrency: each of its jobs holds a database connection and
+    # 1,769 MB for up to 15 minutes, so a burst of big uploads must not take the account's capacity.
+    large_max_concurrency: int = 4
     large_file_bytes: int = 512 * MIB
     upload_events_queue_url: str | None = None
     upload_events_queue_name: str = "internetid-verification-upload-events"
@@ -179,6 +182,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         large_queue_url=_str(env.get("LARGE_QUEUE_URL")),
         large_dead_letter_queue_url=_str(env.get("LARGE_DEAD_LETTER_QUEUE_URL")),
         large_queue_name=env.get("LARGE_QUEUE_NAME") or d.large_queue_name,
+        large_max_concurrency=_int(env.get("LARGE_MAX_CONCURRENCY"), d.large_max_concurrency),
         large_file_bytes=_int(env.get("LARGE_FILE_BYTES"), d.large_file_bytes),
         upload_events_queue_url=_str(env.get("UPLOAD_EVENTS_QUEUE_URL")),
         upload_events_queue_name=env.get("UPLOAD_EVENTS_QUEUE_NAME") or d.upload_events_queue_name,

@@ -44,8 +44,9 @@ def test_chalice_package_output_passes_cfn_lint(tmp_path: Path) -> None:
     assert len(sqs_events) == 4, sqs_events  # the verify, proof and large-file queues, the upload events
     capped = {name: event["ScalingConfig"]["MaximumConcurrency"]
               for name, event in sqs_events.items() if "ScalingConfig" in event}
-    assert list(capped.values()) == [2], sqs_events  # only the proof worker, at PROOF_MAX_CONCURRENCY
-    assert "proof" in next(iter(capped)).lower()
+    # the proof worker at PROOF_MAX_CONCURRENCY, the large-file worker at LARGE_MAX_CONCURRENCY
+    assert sorted((("proof" in name.lower(), "large" in name.lower()), cap) for name, cap in capped.items()) == [
+        ((False, True), 4), ((True, False), 2)], sqs_events
     workers = {name: (event["BatchSize"], event.get("MaximumBatchingWindowInSeconds"))
                for name, event in sqs_events.items()
                if any(handler in name.lower() for handler in ("verificationjob", "proofjob"))}
