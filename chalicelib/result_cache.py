@@ -28,9 +28,9 @@ from chalicelib.wiring import verification
 def chain_id_of(rpc_url: str, settings: Settings) -> int:
     """The chain id behind `rpc_url`, asked of the node only the first time (a failure is not
     remembered)."""
-    registry = verification().registry
-    with registry.connected(rpc_url, settings) as w3:
-        return registry.chain_id(w3)
+    rpc = verification().rpc
+    with rpc.connected(rpc_url, settings) as w3:
+        return rpc.chain_id(w3)
 
 
 def served_from_cache(stored: dict[str, Any], file_name: str | None) -> dict[str, Any]:
@@ -76,10 +76,10 @@ def lookup_or_verify(
     nowhere to share results: always `verify()`."""
     if settings.result_cache_seconds <= 0 or not settings.database_url:
         return Verified(verify())
-    registry = verification().registry
-    url = registry.require_rpc_url(rpc_url)
-    key = CacheKey(kind, chain_id_of(url, settings), registry.checked_address(registry_address).lower(),
-                   registry.checked_hash(file_hash), manifest_uri, url)
+    core = verification()
+    url = core.rpc.require_rpc_url(rpc_url)
+    key = CacheKey(kind, chain_id_of(url, settings), core.registry.checked_address(registry_address).lower(),
+                   core.registry.checked_hash(file_hash), manifest_uri, url)
     try:
         stored = store.cached_result(key, settings.result_cache_seconds)
     except TransientError as exc:

@@ -47,7 +47,7 @@ def services() -> Services:
 
 
 # What the worker, the sync endpoints and the result cache use of the core.
-CORE_PARTS = ("verify_hash", "prove_hash", "registry")
+CORE_PARTS = ("verify_hash", "prove_hash", "registry", "rpc")
 
 
 @lru_cache(maxsize=1)

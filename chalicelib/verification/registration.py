@@ -16,7 +16,8 @@ from web3.exceptions import MethodUnavailable, Web3RPCError
 
 from ..config import Settings
 from ..errors import TransientError
-from .registry import PinnedBlock, checked_address, hash_bytes, rpc_errors
+from .registry import PinnedBlock, checked_address, hash_bytes
+from .rpc import rpc_errors
 
 CONTENT_REGISTERED_TOPIC = "0x" + keccak(text="ContentRegistered(bytes32,address,string,uint64)").hex()
 # Block timestamps a registration search may ask for before it falls back to the bounded scan:

@@ -13,7 +13,7 @@ from ..errors import TransientError
 from ..timefmt import iso_now
 from ..vocabulary import (PROGRESS_MANIFEST, PROGRESS_REGISTRY, PROGRESS_SIGNER, PROGRESS_TX,
                           RPC_ERROR)
-from . import registration, registry
+from . import registration, registry, rpc
 from .manifest import Manifest, fetch_manifest
 from .result import Checks, build_proof, build_verify_result, compute_checks, evidence_dict, rpc_evidence
 from .signature import recover_signer
@@ -29,7 +29,7 @@ def _report(progress: Progress | None, value: int) -> None:
 def _check_inputs(file_hash: str, registry_address: str, rpc_url: str | None) -> tuple[str, str]:
     """Normalise the hash (lowercase) and the address (checksummed), refusing bad inputs
     before any network work."""
-    registry.require_rpc_url(rpc_url)
+    rpc.require_rpc_url(rpc_url)
     return registry.checked_hash(file_hash), registry.checked_address(registry_address)
 
 
@@ -57,7 +57,7 @@ def _gather_evidence(
     _report(progress, PROGRESS_MANIFEST)
     recovered = recover_signer(manifest.content_hash, manifest.signature)
     _report(progress, PROGRESS_SIGNER)
-    w3 = resources.enter_context(registry.connected(rpc_url, settings))
+    w3 = resources.enter_context(rpc.connected(rpc_url, settings))
     head = registry.pin_block(w3)
     checked_at = iso_now()
     entry = registry.read_entry(w3, registry_address, file_hash, head.number)

@@ -24,7 +24,7 @@ import time
 from dataclasses import replace
 
 from chalicelib.config import Settings
-from chalicelib.verification import registration, registry
+from chalicelib.verification import registration, registry, rpc
 from devstack.anchoring import new_funded_key, register_content
 from devstack.anvil import Anvil
 from tests.bench._common import say
@@ -36,7 +36,7 @@ BASE = Settings(allow_private_networks=True, http_timeout_seconds=60)
 
 
 def before(w3, address: str, content_hash: str, settings: Settings) -> registration.RegistrationTx | None:
-    registry.chain_id(w3)
+    rpc.chain_id(w3)
     registry.read_entry(w3, address, content_hash)
     return registration.find_registration(w3, address, content_hash, settings)
 
@@ -61,7 +61,7 @@ def run_depth(depth: int) -> list[tuple]:
         for window in WINDOWS:
             settings = replace(BASE, log_scan_block_range=window)
             for name, reads in (("before", before), ("after", after)):
-                w3 = registry.connect(proxy.url, settings)
+                w3 = rpc.connect(proxy.url, settings)
                 proxy.reset()
                 started = time.perf_counter()
                 found = reads(w3, address, content_hash, settings)

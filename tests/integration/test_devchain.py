@@ -11,7 +11,7 @@ from web3.exceptions import ContractLogicError
 
 from chalicelib.config import Settings
 from chalicelib.errors import PermanentError
-from chalicelib.verification import registry
+from chalicelib.verification import rpc
 from chalicelib.verification.registration import CONTENT_REGISTERED_TOPIC, RegistrationTx, find_registration
 from chalicelib.verification.registry import ZERO_ADDRESS, OnchainEntry, read_entry
 from devstack.anchoring import new_funded_key, register_content, revoke_content, update_manifest
@@ -40,7 +40,7 @@ def chain():
 @pytest.fixture(scope="module")
 def w3(chain):
     """The product's own connection (netguard session included)."""
-    return registry.connect(chain.rpc_url, SETTINGS)
+    return rpc.connect(chain.rpc_url, SETTINGS)
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def registered(chain, layout, creator_key) -> tuple[str, dict]:
 
 def test_anvil_serves_the_dev_chain_with_the_registries_at_fixed_addresses(chain, w3):
     assert chain.rpc("web3_clientVersion").startswith("anvil/")
-    assert registry.chain_id(w3) == chain.chain_id == 31337
+    assert rpc.chain_id(w3) == chain.chain_id == 31337
     assert chain.registries == FIXED_ADDRESSES  # account 0, nonces 0 and 1: what the README shows
     for name, address in chain.registries.items():
         assert Web3.to_hex(w3.eth.get_code(address)) == load_artifact(name)["deployedBytecode"]

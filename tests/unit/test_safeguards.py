@@ -1,5 +1,5 @@
 """The server-side request forgery guard on the real fetch paths: a manifest fetched with
-`fetch_manifest` and an RPC endpoint opened with `registry.connected`, as the workers do.
+`fetch_manifest` and an RPC endpoint opened with `rpc.connected`, as the workers do.
 
 Real sockets on loopback; only name resolution is faked (names cannot be made to resolve
 differently here otherwise), and, where a test needs a host the rule allows with private
@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from chalicelib.config import Settings
-from chalicelib.verification import netguard, registry
+from chalicelib.verification import netguard
 from chalicelib.verification.manifest import fetch_manifest
 from chalicelib.verification.netguard import UrlNotAllowed
+from chalicelib.verification.rpc import chain_id, connected
 
 MANIFEST_BYTES = (Path(__file__).resolve().parents[1] / "fixtures" / "vectors" / "base-sepolia-manifest.json").read_bytes()
 PUBLIC_ADDRESS = "93.184.216.34"
@@ -147,10 +148,10 @@ def test_redirect_to_a_name_that_rebinds_to_a_private_address_is_refused_at_conn
 
 
 def test_dns_rebinding_of_an_rpc_host_is_refused_at_connect(rpc, dns):
-    """`registry.connected` is how a job opens its RPC endpoint."""
+    """`rpc.connected` is how a job opens its RPC endpoint."""
     port = int(rpc.url.rsplit(":", 1)[1])
     dns["rpc.example"] = (PUBLIC_ADDRESS, "127.0.0.1")
-    with registry.connected(f"http://rpc.example:{port}", NO_PRIVATE) as w3:
+    with connected(f"http://rpc.example:{port}", NO_PRIVATE) as w3:
         with pytest.raises(UrlNotAllowed):
-            registry.chain_id(w3)
+            chain_id(w3)
     assert rpc.calls == []

@@ -12,7 +12,7 @@ import pytest
 from chalicelib.config import Settings
 from chalicelib.db import Database
 from chalicelib.errors import TransientError
-from chalicelib.verification import registry
+from chalicelib.verification.rpc import chain_id, connected
 from chalicelib.vocabulary import DATABASE_UNAVAILABLE
 from tests.unit.conftest import make_settings
 from tests.unit.test_endpoints import HASH, JSON_HEADERS, MANIFEST, REGISTRY, error, form, hash_job, http, use  # noqa: F401
@@ -60,13 +60,13 @@ def test_an_unreachable_rpc_url_with_a_key_in_its_path_is_not_echoed(rpc):
     settings = LOCAL
     closed = "http://127.0.0.1:1/v3/" + PROVIDER_KEY
     with pytest.raises(TransientError) as info:
-        with registry.connected(closed, settings) as w3:
-            registry.chain_id(w3)
+        with connected(closed, settings) as w3:
+            chain_id(w3)
     assert info.value.code == "RPC_UNAVAILABLE" and PROVIDER_KEY not in info.value.message
     rpc.answers["eth_chainId"] = (500, b"upstream says /v3/" + PROVIDER_KEY.encode())
     with pytest.raises(TransientError) as info:
-        with registry.connected(rpc.url + "/v3/" + PROVIDER_KEY, settings) as w3:
-            registry.chain_id(w3)
+        with connected(rpc.url + "/v3/" + PROVIDER_KEY, settings) as w3:
+            chain_id(w3)
     assert info.value.message == "The RPC endpoint answered HTTP 500 during eth_chainId."
 
 

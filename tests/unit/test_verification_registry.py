@@ -14,7 +14,8 @@ from chalicelib.errors import PermanentError, TransientError
 from chalicelib.verification import netguard, registry
 from chalicelib.verification.netguard import UrlNotAllowed
 from chalicelib.verification.registration import CONTENT_REGISTERED_TOPIC, RegistrationTx, find_registration
-from chalicelib.verification.registry import OnchainEntry, chain_id, connect, decode_entry, pin_block, read_entry
+from chalicelib.verification.registry import OnchainEntry, decode_entry, pin_block, read_entry
+from chalicelib.verification.rpc import chain_id, connect
 
 CREATOR = "0xA11B0dC0ef5E51b47368a9AF802d97201C0c6F52"
 HASH = "0x0abe8d173cc31e8c4095fdd2576bef72f596f8c804c2623022c7cab5c6b12c8e"
